@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: MIT
+#
+# EquivCacheHash: OE-core's OEEquivHash signature handler, unchanged in every
+# task hash and unihash it computes, except that a hash equivalence server
+# that is missing, refuses connections or dies never breaks the build.
+#
+# Select it with BB_SIGNATURE_HANDLER = "EquivCacheHash". Importing this
+# module (the layer's addpylib does) registers it in bb.siggen, the way
+# oe.sstatesig registers OEEquivHash.
+
+import os
+import uuid
+from contextlib import contextmanager
+
+import bb.asyncrpc
+import bb.siggen
+
+try:
+    import oe.sstatesig
+except ImportError as e:
+    raise ImportError(
+        "meta-equivcache needs OE-core's Python library (oe.sstatesig): list "
+        "the meta layer before meta-equivcache in BBLAYERS (%s)" % e
+    ) from e
+
+from equivcache.outage import claim_once, describe_error, outage_message
+
+hashequiv_logger = bb.siggen.hashequiv_logger
+
+# How a hash equivalence client fails when the server is away. OSError covers
+# ConnectionError (refused, reset), FileNotFoundError (no unix socket) and
+# timeouts; EOFError covers asyncio.IncompleteReadError (closed mid-answer).
+SERVER_ERRORS = (
+    OSError,
+    EOFError,
+    bb.asyncrpc.ConnectionClosedError,
+    bb.asyncrpc.InvokeError,
+)
+
+
+class ServerAway(Exception):
+    """A client call failed with one of SERVER_ERRORS.
+
+    Raised from client() and client_pool(), so that it passes through the
+    "except ConnectionError" of OEEquivHash's report code (which would warn
+    once per task) up to the handler's own methods, which warn once per build.
+    """
+
+    def __init__(self, error):
+        super().__init__(describe_error(error))
+        self.error = error
+
+
+class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHash):
+    name = "EquivCacheHash"
+
+    def init_rundepcheck(self, data):
+        super().init_rundepcheck(data)
+        # Per-build state, fresh after every build: bitbake calls reset(),
+        # which runs __init__ and so this method again.
+        self.equivcache_away = False
+        self.equivcache_token = uuid.uuid4().hex
+        self.equivcache_marker = os.path.join(
+            data.getVar("PERSISTENT_DIR") or data.getVar("CACHE") or data.getVar("TOPDIR") or os.getcwd(),
+            "equivcache",
+            "server-outage",
+        )
+
+    def get_taskdata(self):
+        return (self.equivcache_away, self.equivcache_token, self.equivcache_marker) + super().get_taskdata()
+
+    def set_taskdata(self, data):
+        self.equivcache_away, self.equivcache_token, self.equivcache_marker = data[:3]
+        super().set_taskdata(data[3:])
+
+    @contextmanager
+    def client(self):
+        try:
+            with super().client() as client:
+                yield client
+        except SERVER_ERRORS as e:
+            raise ServerAway(e) from e
+
+    @contextmanager
+    def client_pool(self):
+        try:
+            with super().client_pool() as client_pool:
+                yield client_pool
+        except SERVER_ERRORS as e:
+            raise ServerAway(e) from e
+
+    def equivcache_server_away(self, error, during):
+        """Note that the server is away: warn once per build, then stop asking."""
+        self.equivcache_away = True
+        hashequiv_logger.debug("Hash equivalence server %s failed while %s: %s" % (self.server, during, describe_error(error)))
+        try:
+            first = claim_once(self.equivcache_marker, self.equivcache_token)
+        except OSError as e:
+            hashequiv_logger.debug("Cannot record the outage warning in %s: %s" % (self.equivcache_marker, e))
+            first = True
+        if first:
+            bb.warn(outage_message(self.server, error, during))
+
+    def get_unihashes(self, tids):
+        if not self.equivcache_away:
+            try:
+                return super().get_unihashes(tids)
+            except ServerAway as e:
+                self.equivcache_server_away(e.error, "querying unihashes")
+
+        # As OEEquivHash does for a task the server does not know: the
+        # unihash is the task hash, unless this build already has one.
+        result = {}
+        for tid in tids:
+            unihash = self.get_cached_unihash(tid)
+            if not unihash:
+                unihash = self.taskhash[tid]
+                self.set_unihash(tid, unihash)
+            result[tid] = unihash
+        return result
+
+    def unihashes_exist(self, query):
+        if not self.equivcache_away:
+            try:
+                return super().unihashes_exist(query)
+            except ServerAway as e:
+                self.equivcache_server_away(e.error, "checking unihashes")
+        return {key: False for key in query}
+
+    def report_unihash(self, path, task, d):
+        if self.equivcache_away:
+            hashequiv_logger.debug("Not reporting %s: hash equivalence server %s is away" % (task, self.server))
+            return
+        try:
+            super().report_unihash(path, task, d)
+        except ServerAway as e:
+            self.equivcache_server_away(e.error, "reporting an output hash")
+
+    def report_unihash_equiv(self, tid, taskhash, wanted_unihash, current_unihash, datacaches):
+        if self.equivcache_away:
+            return False
+        try:
+            return super().report_unihash_equiv(tid, taskhash, wanted_unihash, current_unihash, datacaches)
+        except ServerAway as e:
+            self.equivcache_server_away(e.error, "reporting an equivalence")
+            return False
+
+    def save_unitaskhashes(self):
+        # Unihashes guessed while the server was away must not outlive this
+        # build: saved, they would be taken from the cache next time instead
+        # of being asked from the server, and the mirror would keep missing.
+        if self.equivcache_away:
+            hashequiv_logger.debug("Not saving the unihash cache: hash equivalence server %s was away" % self.server)
+            return
+        super().save_unitaskhashes()
+
+
+# Insert the class into siggen's namespace so BB_SIGNATURE_HANDLER can select it
+bb.siggen.SignatureGeneratorEquivCacheHash = SignatureGeneratorEquivCacheHash
