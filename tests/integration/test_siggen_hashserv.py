@@ -1,0 +1,309 @@
+# SPDX-License-Identifier: MIT
+#
+# EquivCacheHash against a real bitbake-hashserv on a unix socket: up,
+# stopped, killed while a client holds a stream open, and behind a relay
+# that closes the connection in the middle of an answer.
+
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import POKY_DIR
+
+if not os.path.isfile(os.path.join(POKY_DIR, "bitbake", "lib", "bb", "__init__.py")):
+    pytest.fail("no poky at POKY_DIR=%s: run tests/setup or set POKY_DIR" % POKY_DIR, pytrace=False)
+sys.path[1:1] = [os.path.join(POKY_DIR, "bitbake", "lib"), os.path.join(POKY_DIR, "meta", "lib")]
+
+import bb.data  # noqa: E402
+import hashserv  # noqa: E402
+import oe.sstatesig  # noqa: E402
+
+import equivcache.siggen  # noqa: E402
+from equivcache.siggen import ServerAway, SignatureGeneratorEquivCacheHash  # noqa: E402
+
+METHOD = "oe.sstatesig.OEOuthashBasic"
+
+
+def sha256(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def wait_for_socket(path, process, deadline=30):
+    end = time.monotonic() + deadline
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("bitbake-hashserv exited with %s" % process.returncode)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise RuntimeError("nothing listens on %s after %d s" % (path, deadline))
+            time.sleep(0.05)
+
+
+class HashServer:
+    def __init__(self, directory):
+        self.socket = os.path.join(directory, "hashserve.sock")
+        self.address = "unix://" + self.socket
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.join(POKY_DIR, "bitbake", "bin", "bitbake-hashserv"),
+             "--bind", self.address, "--database", os.path.join(directory, "hashserv.db")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_socket(self.socket, self.process)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
+class CuttingRelay:
+    """A unix socket relay to the real server that closes every connection
+    after passing `cut_after` bytes of the server's answers."""
+
+    def __init__(self, directory, upstream, cut_after):
+        self.socket = os.path.join(directory, "relay.sock")
+        self.address = "unix://" + self.socket
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.socket)
+        self.listener.listen(16)
+        self.connections = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.upstream)
+            threading.Thread(target=self.pump, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, self.cut_after), daemon=True).start()
+
+    @staticmethod
+    def pump(source, sink, limit):
+        passed = 0
+        try:
+            while limit is None or passed < limit:
+                data = source.recv(4096 if limit is None else min(4096, limit - passed))
+                if not data:
+                    break
+                sink.sendall(data)
+                passed += len(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = HashServer(str(tmp_path))
+    yield s
+    s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def warnings_seen():
+    """The messages of every WARNING that bitbake's logger emits."""
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if record.levelno == logging.WARNING:
+                seen.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("BitBake")
+    logger.addHandler(handler)
+    yield seen
+    logger.removeHandler(handler)
+
+
+def datastore(address, persistent):
+    d = bb.data.init()
+    d.setVar("BB_HASHSERVE", address)
+    d.setVar("SSTATE_HASHEQUIV_METHOD", METHOD)
+    d.setVar("PERSISTENT_DIR", str(persistent))
+    return d
+
+
+def add_tasks(handler, count):
+    """Give the handler `count` setscene tasks with known task hashes."""
+    tids = []
+    for i in range(count):
+        tid = "/layer/recipes/r%d/r%d_1.0.bb:do_populate_sysroot" % (i, i)
+        handler.taskhash[tid] = sha256("task %d" % i)
+        handler.tidtopn[tid] = "r%d" % i
+        handler.setscenetasks.add(tid)
+        tids.append(tid)
+    return tids
+
+
+def report_equivalent(server, handler, tid, unihash):
+    """Record on the server that tid's task hash has the output of `unihash`."""
+    with hashserv.create_client(server.address) as client:
+        outhash = sha256("output of " + tid)
+        client.report_unihash(sha256("older task of " + tid), METHOD, outhash, unihash)
+        answer = client.report_unihash(handler.taskhash[tid], METHOD, outhash, handler.taskhash[tid])
+    assert answer["unihash"] == unihash
+
+
+def test_registered_in_bb_siggen():
+    assert bb.siggen.SignatureGeneratorEquivCacheHash is SignatureGeneratorEquivCacheHash
+    assert issubclass(SignatureGeneratorEquivCacheHash, oe.sstatesig.SignatureGeneratorOEEquivHash)
+    d = datastore("unix:///nonexistent.sock", "/nonexistent")
+    d.setVar("BB_SIGNATURE_HANDLER", "EquivCacheHash")
+    d.setVar("PERSISTENT_DIR", "")
+    assert type(bb.siggen.init(d)) is SignatureGeneratorEquivCacheHash
+
+
+def test_server_up_same_unihashes_as_oeequivhash(server, tmp_path, warnings_seen):
+    ours = SignatureGeneratorEquivCacheHash(datastore(server.address, tmp_path / "ours"))
+    stock = oe.sstatesig.SignatureGeneratorOEEquivHash(datastore(server.address, tmp_path / "stock"))
+    tids = add_tasks(ours, 50)
+    add_tasks(stock, 50)
+    equivalent = sha256("the unihash of an equivalent build")
+    report_equivalent(server, ours, tids[7], equivalent)
+
+    got = ours.get_unihashes(tids)
+    assert got == stock.get_unihashes(tids)
+    assert got[tids[7]] == equivalent
+    assert all(got[t] == ours.taskhash[t] for t in tids if t != tids[7])
+    assert warnings_seen == []
+    assert ours.equivcache_away is False
+    ours.exit()
+    stock.exit()
+
+
+def test_server_stopped(server, tmp_path, warnings_seen):
+    persistent = tmp_path / "persistent"
+    handler = SignatureGeneratorEquivCacheHash(datastore(server.address, persistent))
+    tids = add_tasks(handler, 5)
+    server.stop()
+
+    stock = oe.sstatesig.SignatureGeneratorOEEquivHash(datastore(server.address, tmp_path / "stock"))
+    add_tasks(stock, 5)
+    with pytest.raises(OSError):
+        stock.get_unihashes(tids)
+
+    assert handler.get_unihashes(tids[:2]) == {t: handler.taskhash[t] for t in tids[:2]}
+    assert handler.get_unihashes(tids) == {t: handler.taskhash[t] for t in tids}
+    assert handler.unihashes_exist({"k": handler.taskhash[tids[0]]}) == {"k": False}
+    assert handler.report_unihash_equiv(tids[0], handler.taskhash[tids[0]], sha256("x"), handler.taskhash[tids[0]], None) is False
+    assert len(warnings_seen) == 1, warnings_seen
+    assert server.address in warnings_seen[0]
+    assert "querying unihashes" in warnings_seen[0]
+    assert handler.equivcache_away is True
+
+    # Guessed unihashes are not saved for the next build.
+    handler.save_unitaskhashes()
+    assert not (persistent / "bb_unihashes.dat").exists()
+    handler.exit()
+
+
+def test_socket_missing_from_start(tmp_path, warnings_seen):
+    address = "unix://%s/no-such-dir/hashserve.sock" % tmp_path
+    handler = SignatureGeneratorEquivCacheHash(datastore(address, tmp_path / "persistent"))
+    tids = add_tasks(handler, 3)
+    with pytest.raises(ServerAway) as caught:
+        with handler.client():
+            pass
+    assert isinstance(caught.value.error, FileNotFoundError)
+    assert handler.get_unihashes(tids) == {t: handler.taskhash[t] for t in tids}
+    assert len(warnings_seen) == 1 and address in warnings_seen[0], warnings_seen
+
+
+def test_server_killed_with_stream_open(server, tmp_path, warnings_seen):
+    handler = SignatureGeneratorEquivCacheHash(datastore(server.address, tmp_path / "persistent"))
+    tids = add_tasks(handler, 20)
+    equivalent = sha256("equivalent")
+    report_equivalent(server, handler, tids[0], equivalent)
+    assert handler.get_unihashes(tids[:10])[tids[0]] == equivalent   # the client is now in stream mode
+
+    server.stop(signal.SIGKILL)
+    assert handler.get_unihashes(tids[10:]) == {t: handler.taskhash[t] for t in tids[10:]}
+    # What the build had before the server died stays valid.
+    assert handler.get_unihashes([tids[0]]) == {tids[0]: equivalent}
+    assert len(warnings_seen) == 1 and server.address in warnings_seen[0], warnings_seen
+    handler.exit()
+
+
+def test_connection_closed_mid_answer(server, tmp_path, warnings_seen):
+    tids_count = 2000
+    relay = CuttingRelay(str(tmp_path), server.socket, cut_after=100)
+    try:
+        stock = oe.sstatesig.SignatureGeneratorOEEquivHash(datastore(relay.address, tmp_path / "stock"))
+        tids = add_tasks(stock, tids_count)
+        with pytest.raises(ConnectionError):
+            stock.get_unihashes(tids)
+        stock.exit()
+
+        handler = SignatureGeneratorEquivCacheHash(datastore(relay.address, tmp_path / "ours"))
+        add_tasks(handler, tids_count)
+        assert handler.get_unihashes(tids) == {t: handler.taskhash[t] for t in tids}
+        assert len(warnings_seen) == 1 and relay.address in warnings_seen[0], warnings_seen
+        assert relay.connections >= 2   # the client retried before giving up
+        handler.exit()
+    finally:
+        relay.close()
+
+
+def test_taskdata_carries_outage_state(tmp_path):
+    address = "unix://%s/no-such.sock" % tmp_path
+    cooker = SignatureGeneratorEquivCacheHash(datastore(address, tmp_path / "persistent"))
+    add_tasks(cooker, 2)
+    cooker.get_unihashes(list(cooker.taskhash))
+    worker = SignatureGeneratorEquivCacheHash(datastore(address, tmp_path / "worker"))
+    worker.set_taskdata(cooker.get_taskdata())
+    assert worker.equivcache_away is True
+    assert worker.equivcache_token == cooker.equivcache_token
+    assert worker.equivcache_marker == cooker.equivcache_marker
+    assert worker.server == address
+    assert worker.taskhash == cooker.taskhash
+    assert worker.unihash == cooker.unihash
+
+
+def test_one_warning_per_build_across_processes(tmp_path, warnings_seen):
+    # A worker (another handler with the cooker's task data) that meets the
+    # outage after the cooker warned stays silent; the next build warns again.
+    address = "unix://%s/no-such.sock" % tmp_path
+    cooker = SignatureGeneratorEquivCacheHash(datastore(address, tmp_path / "persistent"))
+    data = cooker.get_taskdata()
+    cooker.equivcache_server_away(ConnectionRefusedError(111, "refused"), "querying unihashes")
+    worker = SignatureGeneratorEquivCacheHash(datastore(address, tmp_path / "persistent"))
+    worker.set_taskdata(data)
+    worker.equivcache_server_away(ConnectionRefusedError(111, "refused"), "reporting an output hash")
+    assert len(warnings_seen) == 1
+
+    cooker.reset(datastore(address, tmp_path / "persistent"))
+    cooker.equivcache_server_away(ConnectionRefusedError(111, "refused"), "querying unihashes")
+    assert len(warnings_seen) == 2
+
+
+def test_equivcache_module_has_no_fork_of_oe_core():
+    # The handler overrides only what failure handling needs; signatures
+    # come from OEEquivHash's own code.
+    own = set(vars(SignatureGeneratorEquivCacheHash))
+    assert not own & {"get_taskhash", "prep_taskhash", "get_cached_unihash", "set_unihash", "dump_sigtask"}
