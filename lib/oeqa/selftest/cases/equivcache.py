@@ -138,7 +138,8 @@ class EquivCacheHashTests(OESelftestTestCase):
         self.assertNotIn("Invalid signature generator", output, msg=output)
         self.assertEqual(warnings(output), [], msg=output)
         for pn in CHAIN:
-            objects = glob.glob(os.path.join(self.workdir, "sstate-cache", "*", "*", "sstate:%s:*_populate_sysroot.tar.zst" % pn))
+            objects = glob.glob(os.path.join(self.workdir, "sstate-cache", "**", "sstate:%s:*_populate_sysroot.tar.zst" % pn),
+                                recursive=True)
             self.assertTrue(objects, msg="no populate_sysroot sstate object for %s (the noop handler writes none):\n%s" % (pn, output))
 
     def test_same_signatures(self):
