@@ -9,11 +9,13 @@
 # oe.sstatesig registers OEEquivHash.
 
 import os
+import threading
 import uuid
 from contextlib import contextmanager
 
 import bb.asyncrpc
 import bb.siggen
+import hashserv.client
 
 try:
     import oe.sstatesig
@@ -51,6 +53,33 @@ class ServerAway(Exception):
         self.error = error
 
 
+class RaisingClientPool(hashserv.client.ClientPool):
+    """hashserv's ClientPool (BB_HASHSERVE_MAX_PARALLEL > 1), except that a
+    failure in its worker thread is raised in the caller. Upstream's thread
+    dies with a traceback on stderr and leaves the answers unset, which
+    OEEquivHash then takes for "no unihash known" and saves."""
+
+    def run_tasks(self, tasks):
+        failures = []
+        previous_hook = threading.excepthook
+        existing = {t.ident for t in threading.enumerate()}
+
+        def keep(args):
+            # Only the pool's thread, started and joined within this call.
+            if args.thread is not None and args.thread.ident not in existing:
+                failures.append(args.exc_value)
+            else:
+                previous_hook(args)
+
+        threading.excepthook = keep
+        try:
+            super().run_tasks(tasks)
+        finally:
+            threading.excepthook = previous_hook
+        if failures:
+            raise failures[0]
+
+
 class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHash):
     name = "EquivCacheHash"
 
@@ -83,6 +112,9 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
 
     @contextmanager
     def client_pool(self):
+        if getattr(self, "_client_pool", None) is None:
+            with self._client_env():
+                self._client_pool = RaisingClientPool(self.server, self.max_parallel, **self.get_hashserv_creds())
         try:
             with super().client_pool() as client_pool:
                 yield client_pool
