@@ -32,7 +32,9 @@ def executed_tasks(output):
 
 
 def warnings(output):
-    return [line for line in output.splitlines() if line.startswith("WARNING:")]
+    """The warnings in bitbake's output. Without a terminal, a warning can
+    follow progress text on the same line ("Initialising tasks...WARNING: ...")."""
+    return re.findall(r"WARNING: (.*)$", output, re.MULTILINE)
 
 
 def closed_port():
@@ -115,7 +117,8 @@ class EquivCacheHashTests(OESelftestTestCase):
     def assert_one_outage_warning(self, output, address):
         found = warnings(output)
         self.assertEqual(len(found), 1, msg="expected exactly one warning, got %d:\n%s" % (len(found), output))
-        self.assertIn("EquivCacheHash", found[0], msg=output)
+        self.assertIn("Summary: There was 1 WARNING message.", output, msg=output)
+        self.assertIn("EquivCacheHash: the hash equivalence server", found[0], msg=output)
         self.assertIn('BB_HASHSERVE = "%s"' % address, found[0], msg=output)
         self.assertNotIn("Traceback", output, msg=output)
 
