@@ -17,7 +17,7 @@ import bb.siggen
 
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.case import OESelftestTestCase
-from oeqa.utils.commands import bitbake, runCmd
+from oeqa.utils.commands import bitbake, get_bb_var, runCmd
 
 TARGET = "equivcache-c-native"
 CHAIN = ("equivcache-a-native", "equivcache-b-native", "equivcache-c-native")
@@ -225,7 +225,7 @@ class EquivCacheHashTests(OESelftestTestCase):
     def test_yocto_check_layer(self):
         """yocto-check-layer passes, the signature check of a software layer included."""
         builddir = os.path.join(self.workdir, "check-build")
-        corebase = os.path.dirname(os.path.dirname(os.path.dirname(bb.__file__)))
+        corebase = get_bb_var("COREBASE")
         runCmd("bash -c '. %s/oe-init-build-env %s'" % (corebase, builddir))
         with open(os.path.join(builddir, "conf", "local.conf"), "a") as f:
             f.write('\nMACHINE = "qemux86-64"\nDISTRO = "nodistro"\nBB_NO_NETWORK = "1"\n'
