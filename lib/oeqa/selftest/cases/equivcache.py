@@ -236,6 +236,9 @@ class EquivCacheHashTests(OESelftestTestCase):
         result = runCmd("bash -c '. %s/oe-init-build-env %s >/dev/null && yocto-check-layer --no-auto "
                         "--with-software-layer-signature-check %s'" % (corebase, builddir, LAYERDIR),
                         ignore_status=True)
+        with open(os.path.join(self.workdir, "yocto-check-layer.log"), "w") as f:
+            f.write(result.output)
         self.assertEqual(result.status, 0, msg="yocto-check-layer failed:\n%s" % result.output)
+        self.assertNotIn("Not testing for signature changes", result.output, msg=result.output)
         self.assertIn("meta-equivcache", result.output, msg=result.output)
         self.assertIn("PASS", result.output, msg=result.output)
