@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: MIT
+
+import pytest
+
+from equivcache.rules import RULE_NAMES, Settings, evaluate, probes_needed, select, unknown_rules
+
+HTTP = "file://.* http://127.0.0.1:8888/sstate-cache/PATH;downloadfilename=PATH"
+DESCRIPTOR = {"hashserv": ["127.0.0.1:8686"], "nativelsbstrings": ["debian-12", "universal"]}
+ESDK = "file://universal/(.*) file://universal-4.9/\\1 file://universal-4.9/(.*) file://universal-4.8/\\1"
+
+
+def equiv(**kw):
+    """An OEEquivHash configuration, with changes."""
+    base = dict(handler="OEEquivHash", handler_uses_server=True, hashserve="auto", nativelsbstring="debian-12")
+    base.update(kw)
+    return Settings(**base)
+
+
+def rules(settings, probes=None, descriptor=None, error=None):
+    return [f.rule for f in evaluate(settings, probes, descriptor, error)]
+
+
+# (name, settings, probes, descriptor, expected rules)
+TABLE = [
+    ("clean local", equiv(), {}, None, []),
+    ("clean shared", equiv(sstate_mirrors=HTTP, upstream="127.0.0.1:8686"), {}, DESCRIPTOR, []),
+    ("clean remote", equiv(hashserve="127.0.0.1:8686", sstate_mirrors=HTTP), {}, DESCRIPTOR, []),
+    ("basic, no server", Settings(handler="OEBasicHash"), {}, None, []),
+    # 1
+    ("seed", equiv(sstate_mirrors=HTTP), {}, None, ["mirror-without-upstream"]),
+    ("seed unix", equiv(hashserve="unix:///b/hashserve.sock", sstate_mirrors=HTTP), {}, None, ["mirror-without-upstream"]),
+    ("file mirror", equiv(sstate_mirrors="file://.* file:///srv/s/PATH"), {}, None, ["mirror-without-upstream"]),
+    # 11: the eSDK's remapping is not a mirror
+    ("esdk remap", equiv(sstate_mirrors=ESDK), {}, None, []),
+    # 2
+    ("upstream ignored", equiv(hashserve="127.0.0.1:1", upstream="127.0.0.1:8686"), {}, None, ["upstream-ignored"]),
+    ("upstream ignored unix", equiv(hashserve="unix:///s", upstream="h:1"), {}, None, ["upstream-ignored"]),
+    # 3
+    ("upstream away", equiv(upstream="127.0.0.1:9"), {("server", "127.0.0.1:9"): "refused"}, None, ["upstream-unreachable"]),
+    # 4
+    ("server away", equiv(hashserve="127.0.0.1:9"), {("server", "127.0.0.1:9"): "refused"}, None, ["server-unreachable"]),
+    # 5
+    ("no server", equiv(hashserve=""), {}, None, ["handler-without-server"]),
+    ("server ignored", Settings(handler="OEBasicHash", hashserve="auto"), {}, None, ["server-without-handler"]),
+    ("basic with published mirror", Settings(handler="OEBasicHash", sstate_mirrors=HTTP), {}, DESCRIPTOR,
+     ["mirror-without-equivalence"]),
+    ("basic with plain mirror", Settings(handler="OEBasicHash", sstate_mirrors=HTTP), {}, None, []),
+    ("unknown handler", Settings(handler="OEEquivHsh", handler_exists=False), {}, None, ["unknown-handler"]),
+    # 6
+    ("no network", equiv(sstate_mirrors=HTTP, upstream="h:1", no_network=True), {}, None, ["no-network-mirror"]),
+    ("no network allowed", equiv(sstate_mirrors=HTTP, upstream="h:1", no_network=True, mirror_allow_network=True), {}, None, []),
+    ("no network file", equiv(sstate_mirrors="file://.* file:///s/PATH", upstream="h:1", no_network=True), {}, None, []),
+    # 7
+    ("odd words", equiv(sstate_mirrors="file://.*", upstream="h:1"), {}, None, ["mirror-syntax"]),
+    ("no downloadfilename", equiv(sstate_mirrors="file://.* http://h/s/PATH", upstream="h:1"), {}, None, ["mirror-syntax"]),
+    ("missing dir", equiv(sstate_mirrors="file://.* file:///nope/PATH", upstream="h:1"),
+     {("dir", "/nope"): "No such file or directory"}, None, ["mirror-missing-dir"]),
+    ("http away", equiv(sstate_mirrors=HTTP, upstream="h:1"),
+     {("http", "http://127.0.0.1:8888/sstate-cache/"): "refused"}, None, ["mirror-unreachable"]),
+    # 8
+    ("websockets", equiv(hashserve="ws://h:1", websockets=False), {}, None, ["websockets-missing"]),
+    ("websockets upstream", equiv(upstream="wss://h:1", websockets=False), {}, None, ["websockets-missing"]),
+    ("websockets present", equiv(hashserve="ws://h:1"), {}, None, []),
+    # 9
+    ("other server", equiv(sstate_mirrors=HTTP, upstream="10.0.0.9:8686"), {}, DESCRIPTOR, ["descriptor-server-mismatch"]),
+    ("other remote server", equiv(sstate_mirrors=HTTP, hashserve="10.0.0.9:8686"), {}, DESCRIPTOR, ["descriptor-server-mismatch"]),
+    # 10
+    ("other host", equiv(sstate_mirrors=HTTP, upstream="127.0.0.1:8686", nativelsbstring="fedora-40"), {}, DESCRIPTOR,
+     ["native-lsb-mismatch"]),
+    ("other host uninative", equiv(sstate_mirrors=HTTP, upstream="127.0.0.1:8686", nativelsbstring="fedora-40",
+                                   uninative=True), {}, DESCRIPTOR, []),
+]
+
+
+@pytest.mark.parametrize("name, settings, probes, descriptor, expected", TABLE, ids=[t[0] for t in TABLE])
+def test_table(name, settings, probes, descriptor, expected):
+    assert rules(settings, probes, descriptor) == expected
+
+
+def test_every_rule_is_in_the_table():
+    covered = {r for t in TABLE for r in t[4]} | {"descriptor"}
+    assert covered == set(RULE_NAMES)
+
+
+def test_seed_message_and_fix_from_descriptor():
+    (f,) = evaluate(equiv(sstate_mirrors=HTTP), {}, DESCRIPTOR)
+    assert f.fixes == {"BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
+    assert "http://127.0.0.1:8888/sstate-cache" in f.message
+    assert 'Set BB_HASHSERVE_UPSTREAM = "127.0.0.1:8686".' in f.message
+    assert str(f).startswith("[mirror-without-upstream] ")
+
+
+def test_seed_without_descriptor_has_no_fix():
+    (f,) = evaluate(equiv(sstate_mirrors=HTTP))
+    assert f.fixes == {}
+
+
+def test_fixes():
+    def fixes(settings, probes=None, descriptor=None):
+        return {k: v for f in evaluate(settings, probes, descriptor) for k, v in f.fixes.items()}
+    assert fixes(equiv(sstate_mirrors=HTTP, upstream="h:1", no_network=True)) == {"SSTATE_MIRROR_ALLOW_NETWORK": "1"}
+    assert fixes(equiv(hashserve="")) == {"BB_HASHSERVE": "auto"}
+    assert fixes(equiv(hashserve="h:9"), {("server", "h:9"): "refused"}) == {"BB_SIGNATURE_HANDLER": "EquivCacheHash"}
+    assert fixes(equiv(handler="EquivCacheHash", hashserve="h:9"), {("server", "h:9"): "refused"}) == {}
+    assert fixes(equiv(sstate_mirrors=HTTP, upstream="10.0.0.9:1"), {}, DESCRIPTOR) == {"BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
+    two = dict(DESCRIPTOR, hashserv=["127.0.0.1:9", "127.0.0.1:8686"])
+    assert fixes(equiv(upstream="127.0.0.1:9"), {("server", "127.0.0.1:9"): "refused", ("server", "127.0.0.1:8686"): None},
+                 two) == {"BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
+
+
+def test_descriptor_error_is_one_finding():
+    assert rules(equiv(), {}, None, "HTTP Error 404") == ["descriptor"]
+
+
+def test_probes_needed():
+    assert probes_needed(equiv(sstate_mirrors=HTTP + " file://.* file:///srv/s/PATH", upstream="h:1")) == [
+        ("server", "h:1"), ("http", "http://127.0.0.1:8888/sstate-cache/"), ("dir", "/srv/s")]
+    assert probes_needed(equiv(hashserve="h:2")) == [("server", "h:2")]
+    assert probes_needed(equiv(sstate_mirrors=ESDK)) == []
+    assert probes_needed(Settings(handler="OEBasicHash", hashserve="h:2")) == []
+
+
+def test_select_and_unknown():
+    found = evaluate(equiv(sstate_mirrors=HTTP + " file://.*"))
+    assert [f.rule for f in found] == ["mirror-without-upstream", "mirror-syntax"]
+    assert [f.rule for f in select(found, ["mirror-syntax"])] == ["mirror-without-upstream"]
+    assert unknown_rules(["mirror-syntax", "no-such-rule"]) == ["no-such-rule"]
+
+
+def test_messages_are_one_line_and_name_values():
+    for name, settings, probes, descriptor, expected in TABLE:
+        for f in evaluate(settings, probes, descriptor):
+            assert "\n" not in f.message, name
+            assert f.message.rstrip().endswith("."), (name, f.message)
+
+
+def test_readme_documents_every_rule():
+    import os
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    for name in RULE_NAMES:
+        assert "| `%s` |" % name in readme, name
