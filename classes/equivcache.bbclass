@@ -1,0 +1,41 @@
+# SPDX-License-Identifier: MIT
+#
+# equivcache.bbclass: finds every mismatch between sstate mirrors, hash
+# equivalence servers, signature handler and network settings, once per
+# build, and warns, fixes or fails as EQUIVCACHE_MODE says. With
+# EQUIVCACHE_SERVER it also configures this build as a client of a cache
+# server. Enable it in local.conf:
+#
+#   INHERIT += "equivcache"
+#
+# The rules live in lib/equivcache/rules.py; this class only hands them the
+# datastore (lib/equivcache/check.py). No task reads these variables, so the
+# class changes no task signature.
+
+EQUIVCACHE_MODE ?= "warn"
+EQUIVCACHE_MODE[doc] = "What equivcache.bbclass does with what it finds: 'warn' (one warning per finding), \
+'fix' (correct the configuration before the build starts and print each change) or 'fatal' (stop before \
+parsing recipes, listing every finding)."
+
+EQUIVCACHE_IGNORE ?= ""
+EQUIVCACHE_IGNORE[doc] = "Names of equivcache rules to silence, separated by spaces (see the README for the list)."
+
+EQUIVCACHE_SERVER ?= ""
+EQUIVCACHE_SERVER[doc] = "The http(s):// URL of a cache server (scripts/equivcache-server). Its descriptor \
+(equivcache.json) gives the sstate and downloads mirrors and the hash equivalence server, and the class \
+configures this build to use them."
+
+EQUIVCACHE_PROBE_TIMEOUT ?= "2"
+EQUIVCACHE_PROBE_TIMEOUT[doc] = "Seconds each network check of equivcache.bbclass may take (they run in parallel)."
+
+BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT"
+
+addhandler equivcache_config_parsed
+equivcache_config_parsed[eventmask] = "bb.event.ConfigParsed bb.event.BuildCompleted"
+python equivcache_config_parsed() {
+    import equivcache.check
+    if isinstance(e, bb.event.ConfigParsed):
+        equivcache.check.on_config_parsed(e.data)
+    else:
+        equivcache.check.forget_reports(e.data)
+}

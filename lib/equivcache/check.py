@@ -1,0 +1,268 @@
+# SPDX-License-Identifier: MIT
+#
+# The datastore side of equivcache.bbclass: gather the values, configure a
+# client from EQUIVCACHE_SERVER, run the probes and the rules (pure modules),
+# then warn, fix or fail. The changes made are saved, so that task workers,
+# which parse the configuration again, make exactly the same ones.
+
+import hashlib
+import importlib.util
+import json
+import os
+import time
+import urllib.parse
+
+import bb
+import bb.event
+import bb.siggen
+from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
+
+from equivcache import descriptor as desc
+from equivcache import probe, rules
+from equivcache.outage import claim_once
+from equivcache.mirrors import parse_mirrors
+
+# Variables the class may change; workers get the same changes.
+CHANGEABLE = ("SSTATE_MIRRORS", "BB_SIGNATURE_HANDLER", "BB_HASHSERVE", "BB_HASHSERVE_UPSTREAM",
+              "SSTATE_MIRROR_ALLOW_NETWORK", "PREMIRRORS")
+INPUTS = CHANGEABLE + ("EQUIVCACHE_MODE", "EQUIVCACHE_IGNORE", "EQUIVCACHE_SERVER", "BB_NO_NETWORK")
+
+# Fetch schemes sent to the downloads mirror of EQUIVCACHE_SERVER, as
+# OE-core's own-mirrors.bbclass sends them to SOURCE_MIRROR_URL.
+DOWNLOAD_SCHEMES = ("cvs", "svn", "git", "gitsm", "hg", "bzr", "p4", "osc", "https?", "ftp", "npm", "crate")
+
+
+def parse_server(address):
+    """A hash equivalence server address as probe.server() takes it, parsed by bitbake."""
+    typ, args = parse_address(address)
+    if typ == ADDR_TYPE_UNIX:
+        return ("unix", args[0])
+    if typ == ADDR_TYPE_WS:
+        url = urllib.parse.urlsplit(args[0])
+        return ("tcp", url.hostname, url.port or (443 if url.scheme == "wss" else 80))
+    return ("tcp", args[0], args[1])
+
+
+def handler_info(name):
+    """(exists, uses a hash equivalence server) for a BB_SIGNATURE_HANDLER name, by class."""
+    for obj in list(vars(bb.siggen).values()):
+        if isinstance(obj, type) and issubclass(obj, bb.siggen.SignatureGenerator) and obj.name == name:
+            return True, issubclass(obj, bb.siggen.SignatureGeneratorUniHashMixIn)
+    return False, False
+
+
+def gather(d):
+    handler = d.getVar("BB_SIGNATURE_HANDLER") or "noop"
+    exists, uses_server = handler_info(handler)
+    return rules.Settings(
+        sstate_mirrors=d.getVar("SSTATE_MIRRORS") or "",
+        hashserve=d.getVar("BB_HASHSERVE") or "",
+        upstream=d.getVar("BB_HASHSERVE_UPSTREAM") or "",
+        handler=handler,
+        handler_exists=exists,
+        handler_uses_server=uses_server,
+        no_network=bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")),
+        mirror_allow_network=bb.utils.to_boolean(d.getVar("SSTATE_MIRROR_ALLOW_NETWORK")),
+        nativelsbstring=d.getVar("NATIVELSBSTRING") or "",
+        uninative="uninative" in (d.getVar("INHERIT") or "").split(),
+        websockets=importlib.util.find_spec("websockets") is not None,
+    )
+
+
+def state_dir(d):
+    return os.path.join(d.getVar("PERSISTENT_DIR") or d.getVar("TOPDIR"), "equivcache")
+
+
+def fingerprint(d):
+    values = {v: d.getVar(v) or "" for v in INPUTS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def descriptor_locations(d, server):
+    """Where to look for the descriptor: EQUIVCACHE_SERVER's root, or the
+    directory above each configured sstate mirror."""
+    if server:
+        return [server.rstrip("/") + "/" + desc.NAME]
+    found = []
+    for mirror in rules.real_mirrors(parse_mirrors(d.getVar("SSTATE_MIRRORS"))):
+        if mirror.scheme in ("http", "https", "file"):
+            parent = mirror.root.rsplit("/", 1)[0]
+            found.append(parent + "/" + desc.NAME)
+    return list(dict.fromkeys(found))
+
+
+def find_descriptor(d, server, timeout):
+    """(descriptor, source URL, error): fetched, else the cached copy of the same source."""
+    cache = os.path.join(state_dir(d), "descriptor.json")
+    errors = []
+    invalid = False
+    for url in descriptor_locations(d, server):
+        try:
+            doc = desc.loads(probe.fetch(url, timeout).decode("utf-8", "replace"), source=url)
+        except OSError as e:
+            errors.append("%s: %s" % (url, e))
+            continue
+        except desc.DescriptorError as e:
+            errors.append(str(e))
+            invalid = True
+            continue
+        bb.utils.mkdirhier(os.path.dirname(cache))
+        with open(cache + ".new", "w") as f:
+            json.dump({"source": url, "fetched": time.time(), "descriptor": doc}, f)
+        os.replace(cache + ".new", cache)
+        return doc, url, None
+    if not errors:
+        return None, None, None
+    try:
+        with open(cache) as f:
+            cached = json.load(f)
+        if cached.get("source") in descriptor_locations(d, server) and not desc.validate(cached.get("descriptor")):
+            return cached["descriptor"], cached["source"], "%s; using the copy fetched %s" % (
+                "; ".join(errors), time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.get("fetched", 0))))
+    except (OSError, ValueError, AttributeError):
+        pass
+    # Without EQUIVCACHE_SERVER a mirror need not publish a descriptor: only
+    # an invalid one is worth a word.
+    return None, None, "; ".join(errors) if server or invalid else None
+
+
+def configure_client(d, server, doc):
+    """The changes that make this build a client of EQUIVCACHE_SERVER."""
+    changes = {}
+    settings = gather(d)
+    if not settings.sstate_mirrors:
+        changes["SSTATE_MIRRORS"] = "file://.* %s/PATH;downloadfilename=PATH" % desc.resolve(server, doc["sstate"])
+    if not settings.handler_uses_server:
+        changes["BB_SIGNATURE_HANDLER"] = "EquivCacheHash"
+    if not settings.hashserve:
+        changes["BB_HASHSERVE"] = "auto"
+    if changes.get("BB_HASHSERVE", settings.hashserve) == "auto" and not settings.upstream:
+        changes["BB_HASHSERVE_UPSTREAM"] = doc["hashserv"][0]
+    if settings.no_network and not settings.mirror_allow_network:
+        changes["SSTATE_MIRROR_ALLOW_NETWORK"] = "1"
+    downloads = desc.resolve(server, doc.get("downloads", ""))
+    if downloads and downloads not in (d.getVar("PREMIRRORS") or ""):
+        entries = " ".join("%s://.*/.* %s/" % (scheme, downloads) for scheme in DOWNLOAD_SCHEMES)
+        changes["PREMIRRORS"] = (entries + " " + (d.getVar("PREMIRRORS") or "")).strip()
+    return changes
+
+
+def apply(d, changes):
+    for variable, value in changes.items():
+        d.setVar(variable, value)
+
+
+def applied_path(d):
+    return os.path.join(state_dir(d), "applied.json")
+
+
+def load_applied(d):
+    try:
+        with open(applied_path(d)) as f:
+            saved = json.load(f)
+        return saved if isinstance(saved, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save(d, key, changes, keep=16):
+    """Record the changes made for the configuration with this fingerprint
+    (one entry per configuration: multiconfigs each have their own)."""
+    saved = load_applied(d)
+    saved.pop(key, None)
+    saved[key] = changes
+    saved = dict(list(saved.items())[-keep:])
+    path = applied_path(d)
+    bb.utils.mkdirhier(os.path.dirname(path))
+    with open(path + ".new", "w") as f:
+        json.dump(saved, f)
+    os.replace(path + ".new", path)
+
+
+def apply_saved(d):
+    """In a task worker: make the changes the cooker made for this configuration."""
+    changes = load_applied(d).get(fingerprint(d))
+    if isinstance(changes, dict):
+        apply(d, changes)
+
+
+
+
+def first_report(d, report):
+    """True unless this cooker process already printed this very report.
+
+    bitbake parses the configuration more than once for some commands
+    (bitbake -e three times), and drops the modules imported since it
+    started each time, so the memory lives in a small marker file, keyed by
+    the cooker's pid. forget_reports() clears it when a build completes,
+    so a memory-resident server reports again for the next build.
+    """
+    token = "%d %s" % (os.getpid(), hashlib.sha256(repr(report).encode()).hexdigest())
+    try:
+        return claim_once(os.path.join(state_dir(d), "reported"), token)
+    except OSError:
+        return True
+
+
+def forget_reports(d):
+    bb.utils.remove(os.path.join(state_dir(d), "reported"))
+
+
+def on_config_parsed(d):
+    """The ConfigParsed handler of equivcache.bbclass."""
+    if bb.event.worker_fire is not None:
+        apply_saved(d)
+        return
+
+    mode = d.getVar("EQUIVCACHE_MODE") or "warn"
+    if mode not in rules.MODES:
+        bb.fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rules.MODES)))
+    ignore = (d.getVar("EQUIVCACHE_IGNORE") or "").split()
+    for name in rules.unknown_rules(ignore):
+        bb.warn("equivcache: EQUIVCACHE_IGNORE names no rule \"%s\"; the rules are: %s." % (name, " ".join(rules.RULE_NAMES)))
+    try:
+        timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
+        if not 0 < timeout <= 60:
+            raise ValueError
+    except ValueError:
+        bb.fatal("equivcache: EQUIVCACHE_PROBE_TIMEOUT = \"%s\" must be a number of seconds above 0 and at most 60."
+                 % d.getVar("EQUIVCACHE_PROBE_TIMEOUT"))
+
+    key = fingerprint(d)
+    before = {v: d.getVar(v) for v in CHANGEABLE}
+    server = d.getVar("EQUIVCACHE_SERVER") or ""
+    if server and urllib.parse.urlsplit(server).scheme not in ("http", "https", "file"):
+        bb.fatal("equivcache: EQUIVCACHE_SERVER = \"%s\" must be the http(s):// URL of a cache server "
+                 "(for example \"http://cache.example.com:8080\")." % server)
+    doc, _, error = find_descriptor(d, server, timeout)
+    changes = {}
+    notes = []
+    if server and doc:
+        changes.update(configure_client(d, server, doc))
+        apply(d, changes)
+        notes += [("EQUIVCACHE_SERVER = \"%s\"" % server, v) for v in changes]
+
+    settings = gather(d)
+    needed = rules.probes_needed(settings) + [("server", a) for a in (doc or {}).get("hashserv", [])]
+    findings = rules.select(rules.evaluate(settings, probe.run(needed, timeout, parse_server), doc, error), ignore)
+
+    if mode == "fix":
+        fixed = {}
+        for finding in findings:
+            fixed.update(finding.fixes)
+        apply(d, fixed)
+        changes.update(fixed)
+        notes += [("EQUIVCACHE_MODE = \"fix\"", v) for v in fixed]
+        findings = [f for f in findings if not f.fixes]
+    save(d, key, changes)
+
+    if mode != "fatal" and not first_report(d, (key, notes, [str(f) for f in findings])):
+        return
+    for why, variable in notes:
+        bb.note("equivcache: %s: set %s = \"%s\" (was \"%s\")" % (why, variable, changes[variable], before.get(variable) or ""))
+    if findings and mode == "fatal":
+        bb.fatal("equivcache: %d problem%s with the sstate cache and hash equivalence configuration "
+                 "(EQUIVCACHE_MODE = \"fatal\"):\n%s" % (len(findings), "s" if len(findings) > 1 else "",
+                                                         "\n".join("  %s" % f for f in findings)))
+    for finding in findings:
+        bb.warn("equivcache: %s" % finding)
