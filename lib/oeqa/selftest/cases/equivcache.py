@@ -4,19 +4,24 @@
 # chain A <- B <- C (tests/meta-equivcache-test), against the real hash
 # equivalence server. Run them with:  oe-selftest -a -t meta-equivcache
 
+import fcntl
 import glob
+import http.server
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import bb.siggen
 
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.case import OESelftestTestCase
+from oeqa.utils import ftools
 from oeqa.utils.commands import bitbake, get_bb_var, runCmd
 
 TARGET = "equivcache-c-native"
@@ -37,6 +42,46 @@ def warnings(output):
     return re.findall(r"WARNING: (.*)$", output, re.MULTILINE)
 
 
+def signatures(stamps):
+    """{"recipe:task": (task hash, unihash)} of the chain, from the sigdata that -S none wrote."""
+    sigs = {}
+    for pn in CHAIN:
+        for path in glob.glob(os.path.join(stamps, "*", pn, "*.sigdata.*")):
+            name = os.path.basename(path)
+            task = re.search(r"\.(do_[^.]+)\.sigdata\.", name).group(1)
+            unihash = name.rsplit(".", 1)[1]
+            computed = [line for line in bb.siggen.dump_sigfile(path) if line.startswith("Computed task hash is ")]
+            sigs["%s:%s" % (pn, task)] = (computed[0].split()[-1], unihash)
+    return sigs
+
+
+def sstate_summary(output):
+    """(wanted, mirrors, missed) from bitbake's "Sstate summary" line."""
+    m = re.search(r"Sstate summary: Wanted (\d+) Local \d+ Mirrors (\d+) Missed (\d+)", output)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+def fresh_bitbake_server(builddir, deadline=60):
+    """Stop any bitbake server of this build directory and wait until it is
+    gone. A command that starts while the previous one's server is still
+    exiting reuses that server ("Reconnecting to bitbake server..."), and a
+    cooker keeps the auto hash equivalence server it started first: a new
+    BB_HASHSERVE_UPSTREAM or PERSISTENT_DIR would be ignored."""
+    runCmd("bitbake -m", ignore_status=True)
+    lockfile = os.path.join(builddir, "bitbake.lock")
+    end = time.monotonic() + deadline
+    while os.path.exists(lockfile):
+        try:
+            with open(lockfile, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise AssertionError("the bitbake server of %s did not exit within %d s" % (builddir, deadline))
+            time.sleep(0.1)
+
+
 def closed_port():
     """A loopback TCP port where nothing listens."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -45,28 +90,34 @@ def closed_port():
 
 
 class HashServer:
-    """A real bitbake-hashserv on a unix socket, for one test."""
+    """A real bitbake-hashserv for one test: on a unix socket in `directory`,
+    or on a loopback TCP address; read-only if asked."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, address=None, database=None, read_only=False):
         self.socket = os.path.join(directory, "hashserve.sock")
-        self.address = "unix://" + self.socket
-        self.log = open(os.path.join(directory, "hashserv.log"), "w")
-        self.process = subprocess.Popen(
-            ["bitbake-hashserv", "--bind", self.address, "--database", os.path.join(directory, "hashserv.db"),
-             "--log", "INFO"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.address = address or "unix://" + self.socket
+        self.log = open(os.path.join(directory, "hashserv.log"), "a")
+        command = ["bitbake-hashserv", "--bind", self.address, "--log", "INFO",
+                   "--database", database or os.path.join(directory, "hashserv.db")]
+        if read_only:
+            command.append("--read-only")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError("bitbake-hashserv exited with %s" % self.process.returncode)
             try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.connect(self.socket)
+                if address:
+                    host, port = address.rsplit(":", 1)
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                else:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(self.socket)
                 return
             except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError("bitbake-hashserv did not listen on %s within 30 s" % self.socket)
+                    raise RuntimeError("bitbake-hashserv did not listen on %s within 30 s" % self.address)
                 time.sleep(0.1)
 
     def kill(self):
@@ -74,6 +125,26 @@ class HashServer:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
         self.log.close()
+
+
+class HttpMirror:
+    """A real http server on loopback, serving a directory read-only."""
+
+    def __init__(self, directory):
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=directory, **kwargs)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @OETestTag("meta-equivcache")
@@ -110,6 +181,7 @@ class EquivCacheHashTests(OESelftestTestCase):
             '%s\n' % (w, w, w, handler, hashserve, extra))
 
     def build(self, target=TARGET, options=""):
+        fresh_bitbake_server(self.builddir)
         result = bitbake("%s %s" % (options, target), ignore_status=True)
         self.assertEqual(result.status, 0, msg="bitbake %s %s failed:\n%s" % (options, target, result.output))
         return result.output
@@ -121,18 +193,6 @@ class EquivCacheHashTests(OESelftestTestCase):
         self.assertIn("EquivCacheHash: the hash equivalence server", found[0], msg=output)
         self.assertIn('BB_HASHSERVE = "%s"' % address, found[0], msg=output)
         self.assertNotIn("Traceback", output, msg=output)
-
-    def signatures(self, stamps):
-        """{"recipe:task": (task hash, unihash)} of the chain, from the sigdata that -S none wrote."""
-        sigs = {}
-        for pn in CHAIN:
-            for path in glob.glob(os.path.join(stamps, "*", pn, "*.sigdata.*")):
-                name = os.path.basename(path)
-                task = re.search(r"\.(do_[^.]+)\.sigdata\.", name).group(1)
-                unihash = name.rsplit(".", 1)[1]
-                computed = [line for line in bb.siggen.dump_sigfile(path) if line.startswith("Computed task hash is ")]
-                sigs["%s:%s" % (pn, task)] = (computed[0].split()[-1], unihash)
-        return sigs
 
     def test_handler_selected(self):
         """BB_SIGNATURE_HANDLER = "EquivCacheHash" selects the handler, and the build uses sstate."""
@@ -154,11 +214,14 @@ class EquivCacheHashTests(OESelftestTestCase):
                 ("oeequivhash", "OEEquivHash", ""),
                 ("equivcachehash", "EquivCacheHash", "")):
             self.write_bblayers_config(bblayers)
-            stamps = os.path.join(self.workdir, "stamps-" + name)
+            # One stamps directory, emptied before each run: STAMPS_DIR is
+            # not part of the configuration hash, so a cached parse keeps it.
+            stamps = os.path.join(self.workdir, "stamps")
+            shutil.rmtree(stamps, ignore_errors=True)
             self.config(handler=handler, extra='STAMPS_DIR = "%s"' % stamps)
             output = self.build(options="-S none")
             self.assertNotIn("Invalid signature generator", output, msg=output)
-            runs[name] = self.signatures(stamps)
+            runs[name] = signatures(stamps)
             self.assertIn("equivcache-a-native:do_populate_sysroot", runs[name], msg="no signatures written by %s:\n%s" % (name, output))
         self.assertEqual(runs["without-layer"], runs["oeequivhash"], msg="adding meta-equivcache changed signatures")
         self.assertEqual(runs["oeequivhash"], runs["equivcachehash"], msg="EquivCacheHash and OEEquivHash disagree")
@@ -242,3 +305,213 @@ class EquivCacheHashTests(OESelftestTestCase):
         self.assertNotIn("Not testing for signature changes", result.output, msg=result.output)
         self.assertIn("meta-equivcache", result.output, msg=result.output)
         self.assertIn("PASS", result.output, msg=result.output)
+
+
+def write_descriptor(directory, hashserv, nativelsbstrings, sstate="sstate-cache"):
+    doc = {
+        "format": "equivcache-descriptor", "version": 1, "generated": "2026-01-01T00:00:00Z",
+        "hashserv": hashserv, "sstate": sstate, "downloads": "", "nativelsbstrings": nativelsbstrings,
+        "producer": {"DISTRO": "nodistro", "MACHINE": "qemux86-64", "layers": []},
+    }
+    with open(os.path.join(directory, "equivcache.json"), "w") as f:
+        json.dump(doc, f)
+
+
+@OETestTag("meta-equivcache")
+class EquivCacheClassTests(OESelftestTestCase):
+    """equivcache.bbclass on the seed's scenario: a producer with an
+    equivalent change, its sstate served over http and its database by a
+    read-only bitbake-hashserv, and consumers configured in every way."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.producer = os.path.join(cls.builddir, "ec-producer")
+        shutil.rmtree(cls.producer, ignore_errors=True)
+        os.makedirs(cls.producer)
+        base = ('TMPDIR = "{p}/tmp"\nSSTATE_DIR = "{p}/sstate-cache"\nPERSISTENT_DIR = "{p}/persistent"\n'
+                'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n').format(p=cls.producer)
+        ftools.write_file(cls.testinc_path, base)
+        for extra in ("", 'EQUIVCACHE_TEST_SAME_OUTPUT = "1"\n'):
+            ftools.write_file(cls.testinc_path, base + extra)
+            fresh_bitbake_server(cls.builddir)
+            result = bitbake(TARGET, ignore_status=True)
+            if result.status:
+                raise AssertionError("producer build failed:\n%s" % result.output)
+        ran = executed_tasks(result.output)
+        if "equivcache-a-native:do_compile" not in ran or "equivcache-b-native:do_compile" in ran:
+            raise AssertionError("the producer's equivalent change did not work as expected:\n%s" % result.output)
+        os.remove(cls.testinc_path)
+
+        cls.mirror = HttpMirror(cls.producer)
+        cls.hashserv_address = "127.0.0.1:%d" % closed_port()
+        cls.hashserv = HashServer(cls.producer, address=cls.hashserv_address, read_only=True,
+                                  database=os.path.join(cls.producer, "persistent", "hashserv.db"))
+        lsbs = sorted(os.listdir(os.path.join(cls.producer, "sstate-cache")))
+        write_descriptor(cls.producer, [cls.hashserv_address], [d for d in lsbs if not d.startswith(".")])
+        cls.sstate_mirror = "file://.* %s/sstate-cache/PATH;downloadfilename=PATH" % cls.mirror.url
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hashserv.kill()
+        cls.mirror.close()
+        super().tearDownClass()
+
+    def setUpLocal(self):
+        super().setUpLocal()
+        self.workdir = os.path.join(self.builddir, "ec-" + self._testMethodName.replace("test_", ""))
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        os.makedirs(self.workdir)
+
+    def consumer(self, extra, inherit=True):
+        """A fresh consumer with the producer's metadata (the equivalent change included)."""
+        self.write_config(
+            'TMPDIR = "{w}/tmp"\nSSTATE_DIR = "{w}/sstate-cache"\nPERSISTENT_DIR = "{w}/persistent"\n'
+            'EQUIVCACHE_TEST_SAME_OUTPUT = "1"\n{inherit}{extra}\n'.format(
+                w=self.workdir, inherit='INHERIT += "equivcache"\n' if inherit else "", extra=extra))
+
+    def build(self, options="", expect_status=0):
+        fresh_bitbake_server(self.builddir)
+        result = bitbake("%s %s" % (options, TARGET), ignore_status=True)
+        self.assertEqual(result.status, expect_status, msg="bitbake %s %s: status %d\n%s"
+                         % (options, TARGET, result.status, result.output))
+        return result.output
+
+    def assert_full_match(self, output):
+        wanted, mirrors, missed = sstate_summary(output)
+        self.assertEqual((mirrors, missed), (wanted, 0), msg="not a 100%% mirror match:\n%s" % output)
+        real = [t for t in executed_tasks(output) if not t.endswith("_setscene")]
+        self.assertEqual(real, [], msg="tasks ran instead of coming from the mirror:\n%s" % output)
+
+    def test_warn_seed_scenario(self):
+        """SSTATE_MIRRORS only (the seed's setup): rule mirror-without-upstream, once, and real misses."""
+        self.consumer('BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
+                      'SSTATE_MIRRORS = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\n' % self.sstate_mirror)
+        output = self.build()
+        found = [w for w in warnings(output) if w.startswith("equivcache: ")]
+        self.assertEqual(len(found), 1, msg=output)
+        self.assertIn("[mirror-without-upstream]", found[0], msg=output)
+        self.assertIn('Set BB_HASHSERVE_UPSTREAM = "%s"' % self.hashserv_address, found[0], msg=output)
+        wanted, mirrors, missed = sstate_summary(output)
+        self.assertGreater(missed, 0, msg="the seed's scenario should miss:\n%s" % output)
+        self.assertIn("equivcache-a-native:do_compile", executed_tasks(output), msg=output)
+
+    def test_fix_seed_scenario(self):
+        """EQUIVCACHE_MODE = "fix" sets the upstream and lets the sstate mirror through BB_NO_NETWORK: 100% match."""
+        self.consumer('EQUIVCACHE_MODE = "fix"\nBB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
+                      'SSTATE_MIRRORS = "%s"\n' % self.sstate_mirror)
+        output = self.build()
+        self.assertIn('equivcache: EQUIVCACHE_MODE = "fix": set BB_HASHSERVE_UPSTREAM = "%s" (was "")'
+                      % self.hashserv_address, output)
+        self.assertIn('equivcache: EQUIVCACHE_MODE = "fix": set SSTATE_MIRROR_ALLOW_NETWORK = "1" (was "")', output)
+        self.assertEqual([w for w in warnings(output) if w.startswith("equivcache: ")], [], msg=output)
+        self.assert_full_match(output)
+
+    def test_server_alone(self):
+        """EQUIVCACHE_SERVER alone configures a consumer: 100% match."""
+        self.consumer('EQUIVCACHE_SERVER = "%s"\n' % self.mirror.url)
+        output = self.build()
+        self.assertIn('set BB_SIGNATURE_HANDLER = "EquivCacheHash" (was "OEBasicHash")', output)
+        self.assertIn('set BB_HASHSERVE_UPSTREAM = "%s"' % self.hashserv_address, output)
+        self.assertEqual(warnings(output), [], msg=output)
+        self.assert_full_match(output)
+
+    def test_fatal_lists_all_before_parsing(self):
+        """EQUIVCACHE_MODE = "fatal" stops before recipe parsing and lists every finding."""
+        self.consumer('EQUIVCACHE_MODE = "fatal"\nBB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
+                      'SSTATE_MIRRORS = "%s file://.*"\n' % self.sstate_mirror)
+        output = self.build(expect_status=1)
+        self.assertIn("equivcache: 3 problems with the sstate cache and hash equivalence configuration", output)
+        for rule in ("[mirror-without-upstream]", "[no-network-mirror]", "[mirror-syntax]"):
+            self.assertIn(rule, output)
+        self.assertNotIn("Parsing recipes", output)
+
+    def test_no_network_mirror_on_http(self):
+        """BB_NO_NETWORK with an http sstate mirror: rule no-network-mirror, and the downloads really are refused."""
+        self.consumer('BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
+                      'BB_HASHSERVE_UPSTREAM = "%s"\nSSTATE_MIRRORS = "%s"\n' % (self.hashserv_address, self.sstate_mirror))
+        output = self.build()
+        found = [w for w in warnings(output) if w.startswith("equivcache: ")]
+        self.assertEqual(len(found), 1, msg=output)
+        self.assertIn("[no-network-mirror]", found[0], msg=output)
+        self.assertIn("No sstate archive obtainable", output, msg="BB_NO_NETWORK let the mirror through:\n%s" % output)
+
+    def test_same_signatures(self):
+        """The class changes no task signature, in any mode."""
+        runs = {}
+        for name, extra in (("without", None), ("warn", 'EQUIVCACHE_MODE = "warn"'),
+                            ("fix", 'EQUIVCACHE_MODE = "fix"'), ("fatal", 'EQUIVCACHE_MODE = "fatal"')):
+            stamps = os.path.join(self.workdir, "stamps")
+            shutil.rmtree(stamps, ignore_errors=True)
+            self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\nSTAMPS_DIR = "%s"\n%s\n'
+                          % (stamps, extra or ""), inherit=extra is not None)
+            output = self.build(options="-S none")
+            self.assertEqual([w for w in warnings(output) if w.startswith("equivcache: ")], [], msg=output)
+            runs[name] = signatures(stamps)
+            self.assertIn("equivcache-a-native:do_populate_sysroot", runs[name], msg=output)
+        for name in ("warn", "fix", "fatal"):
+            self.assertEqual(runs["without"], runs[name], msg="EQUIVCACHE_MODE = %s changed signatures" % name)
+
+    def test_rules_on_real_configurations(self):
+        """Each rule, on a real configuration parsed by bitbake, names itself with the values involved."""
+        import importlib.util
+        closed = "127.0.0.1:%d" % closed_port()
+        lsb_dir = os.path.join(self.workdir, "other-host-mirror")
+        os.makedirs(os.path.join(lsb_dir, "sstate-cache"))
+        write_descriptor(lsb_dir, [self.hashserv_address], ["fedora-40"])
+        file_mirror = "file://.* file://%s/sstate-cache/PATH" % lsb_dir
+        equiv = 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
+        upstream = 'BB_HASHSERVE_UPSTREAM = "%s"\n' % self.hashserv_address
+        allow = 'SSTATE_MIRROR_ALLOW_NETWORK = "1"\n'
+        websockets = importlib.util.find_spec("websockets") is not None
+        table = [
+            ("mirror-without-upstream", equiv + allow + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.hashserv_address),
+            ("upstream-ignored", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n' % self.hashserv_address + upstream,
+             self.hashserv_address),
+            ("upstream-unreachable", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"' % closed, closed),
+            ("server-unreachable", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"' % closed, closed),
+            ("server-without-handler", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"', "OEBasicHash"),
+            ("mirror-without-equivalence", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = ""\n' + allow +
+             'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.hashserv_address),
+            ("unknown-handler", 'BB_SIGNATURE_HANDLER = "OEEquivHsh"\nBB_HASHSERVE = "auto"', "OEEquivHsh"),
+            ("no-network-mirror", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.mirror.url),
+            ("mirror-syntax", equiv + upstream + 'SSTATE_MIRRORS = "file://.* %s/sstate-cache/PATH"' % self.mirror.url,
+             "downloadfilename"),
+            ("mirror-missing-dir", equiv + upstream + 'SSTATE_MIRRORS = "file://.* file:///nonexistent/sstate/PATH"',
+             "/nonexistent/sstate"),
+            ("mirror-unreachable", equiv + upstream + allow +
+             'SSTATE_MIRRORS = "file://.* http://%s/sstate-cache/PATH;downloadfilename=PATH"' % closed, closed),
+            ("websockets-missing", 'BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "ws://%s"' % closed,
+             "ws://" + closed),
+            ("descriptor-server-mismatch", equiv + allow + 'BB_HASHSERVE_UPSTREAM = "%s"\nSSTATE_MIRRORS = "%s"'
+             % (closed, self.sstate_mirror), self.hashserv_address),
+            ("native-lsb-mismatch", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % file_mirror, "fedora-40"),
+            ("descriptor", 'EQUIVCACHE_SERVER = "http://%s"' % closed, closed),
+            (None, equiv + 'SSTATE_MIRRORS = "file://universal/(.*) file://universal-4.9/\\1"', None),
+        ]
+        for rule, config, value in table:
+            with self.subTest(rule=rule):
+                self.consumer(config)
+                result = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True)
+                found = [w for w in warnings(result.output) if w.startswith("equivcache: ")]
+                if rule is None or (rule == "websockets-missing" and websockets):
+                    self.assertEqual(found, [], msg=result.output)
+                    continue
+                named = [w for w in found if w.startswith("equivcache: [%s] " % rule)]
+                self.assertEqual(len(named), 1, msg="rule %s:\n%s" % (rule, result.output))
+                self.assertIn(value, named[0], msg=result.output)
+
+        # A rule silenced by name says nothing; an unknown name is pointed out.
+        self.consumer('BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"\n'
+                      'EQUIVCACHE_IGNORE = "server-without-handler no-such-rule"')
+        result = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True)
+        found = [w for w in warnings(result.output) if w.startswith("equivcache: ")]
+        self.assertEqual(len(found), 1, msg=result.output)
+        self.assertIn('EQUIVCACHE_IGNORE names no rule "no-such-rule"', found[0], msg=result.output)
+
+        # handler-without-server: bitbake builds the handler before any class
+        # sees the configuration, and OE-core's own check stops the parse.
+        self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = ""')
+        result = runCmd("bitbake -e", ignore_status=True)
+        self.assertNotEqual(result.status, 0, msg=result.output)
+        self.assertIn("OEEquivHash requires BB_HASHSERVE to be set", result.output)
