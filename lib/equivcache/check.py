@@ -218,8 +218,8 @@ def on_config_parsed(d):
     if mode not in rules.MODES:
         bb.fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rules.MODES)))
     ignore = (d.getVar("EQUIVCACHE_IGNORE") or "").split()
-    for name in rules.unknown_rules(ignore):
-        bb.warn("equivcache: EQUIVCACHE_IGNORE names no rule \"%s\"; the rules are: %s." % (name, " ".join(rules.RULE_NAMES)))
+    unknown = ["EQUIVCACHE_IGNORE names no rule \"%s\"; the rules are: %s." % (name, " ".join(rules.RULE_NAMES))
+               for name in rules.unknown_rules(ignore)]
     try:
         timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
         if not 0 < timeout <= 60:
@@ -256,8 +256,10 @@ def on_config_parsed(d):
         findings = [f for f in findings if not f.fixes]
     save(d, key, changes)
 
-    if mode != "fatal" and not first_report(d, (key, notes, [str(f) for f in findings])):
+    if mode != "fatal" and not first_report(d, (key, notes, unknown, [str(f) for f in findings])):
         return
+    for message in unknown:
+        bb.warn("equivcache: %s" % message)
     for why, variable in notes:
         bb.note("equivcache: %s: set %s = \"%s\" (was \"%s\")" % (why, variable, changes[variable], before.get(variable) or ""))
     if findings and mode == "fatal":
