@@ -139,3 +139,22 @@ def test_readme_documents_every_rule():
     readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
     for name in RULE_NAMES:
         assert "| `%s` |" % name in readme, name
+
+
+def example_messages():
+    from rule_examples import EXAMPLES
+    messages = {}
+    for rule, (settings, probes, descriptor, error) in EXAMPLES.items():
+        messages[rule] = [str(f) for f in evaluate(settings, probes, descriptor, error) if f.rule == rule]
+    return messages
+
+
+def test_every_rule_has_an_example():
+    assert {r for r, m in example_messages().items() if len(m) == 1} == set(RULE_NAMES)
+
+
+def test_readme_shows_each_rule_message():
+    import os
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    for rule, (message,) in example_messages().items():
+        assert "    WARNING: equivcache: %s\n" % message in readme, rule
