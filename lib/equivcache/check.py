@@ -96,7 +96,8 @@ def find_descriptor(d, server, timeout):
     cache = os.path.join(state_dir(d), "descriptor.json")
     errors = []
     invalid = False
-    for url in descriptor_locations(d, server):
+    locations = descriptor_locations(d, server)
+    for url in locations:
         try:
             doc = desc.loads(probe.fetch(url, timeout).decode("utf-8", "replace"), source=url)
         except OSError as e:
@@ -116,7 +117,7 @@ def find_descriptor(d, server, timeout):
     try:
         with open(cache) as f:
             cached = json.load(f)
-        if cached.get("source") in descriptor_locations(d, server) and not desc.validate(cached.get("descriptor")):
+        if cached.get("source") in locations and not desc.validate(cached.get("descriptor")):
             return cached["descriptor"], cached["source"], "%s; using the copy fetched %s" % (
                 "; ".join(errors), time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.get("fetched", 0))))
     except (OSError, ValueError, AttributeError):
