@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: MIT
+#
+# The http mirror of a cache directory: sstate-cache/, downloads/, the
+# descriptor and the index, read-only. GET and HEAD with Content-Length,
+# Last-Modified and single byte ranges (206, 416); every other method 405;
+# no directory listings; nothing outside the published names, symlinks
+# included. One thread per connection, files sent with sendfile(2).
+# Pure Python: no bb import.
+
+import email.utils
+import http.server
+import logging
+import os
+import posixpath
+import socket
+import urllib.parse
+
+from equivcache.cache import PUBLIC
+
+logger = logging.getLogger("equivcache.mirror")
+
+CHUNK = 1 << 20
+
+
+def parse_range(header, size):
+    """(start, end) inclusive for a "bytes=" Range header, "unsatisfiable",
+    or None to send the whole file (absent, malformed or multi-range headers
+    are ignored, as RFC 9110 allows)."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    spec = header[len("bytes="):].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            if not last:
+                return None
+            length = int(last)
+            if length <= 0:
+                return "unsatisfiable"
+            return max(0, size - length), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start < 0 or (last and end < start):
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+def resolve(root, url_path):
+    """The file under root that url_path names, or None: only the published
+    names, no "..", no symlink leading out of root, no directory."""
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
+    if "\0" in path:
+        return None
+    parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
+    if not parts or parts[0] not in PUBLIC or any(p in (".", "..") for p in parts):
+        return None
+    candidate = os.path.join(root, *parts)
+    real = os.path.realpath(candidate)
+    top = os.path.realpath(os.path.join(root, parts[0]))
+    if real != top and not real.startswith(top + os.sep):
+        return None
+    if not os.path.isfile(real):
+        return None
+    return real
+
+
+class MirrorHandler(http.server.BaseHTTPRequestHandler):
+    server_version = "equivcache-mirror"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        logger.debug("%s %s", self.address_string(), fmt % args)
+
+    def do_GET(self):
+        self.send_file(body=True)
+
+    def do_HEAD(self):
+        self.send_file(body=False)
+
+    def refuse(self):
+        self.send_response(405)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_MKCOL = do_PROPFIND = do_MOVE = do_COPY = refuse
+
+    def send_file(self, body):
+        path = resolve(self.server.root, self.path)
+        if path is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        try:
+            f = open(path, "rb")
+        except OSError:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        with f:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            wanted = parse_range(self.headers.get("Range"), size)
+            if wanted == "unsatisfiable":
+                self.send_response(416)
+                self.send_header("Content-Range", "bytes */%d" % size)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if wanted is None:
+                start, length = 0, size
+                self.send_response(200)
+            else:
+                start, length = wanted[0], wanted[1] - wanted[0] + 1
+                self.send_response(206)
+                self.send_header("Content-Range", "bytes %d-%d/%d" % (wanted[0], wanted[1], size))
+            self.send_header("Content-Type", "application/octet-stream"
+                             if not path.endswith(".json") else "application/json")
+            self.send_header("Content-Length", str(length))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+            self.end_headers()
+            if body and length:
+                try:
+                    self.wfile.flush()
+                    self.connection.sendfile(f, start, length)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+
+class MirrorServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, root, address=("127.0.0.1", 0)):
+        self.root = os.path.realpath(root)
+        host = address[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__(address, MirrorHandler)
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        if ":" in host:
+            host = "[%s]" % host
+        return "http://%s:%d" % (host, port)

@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: MIT
+#
+# Production configurations for a cache server: an nginx site for the http
+# mirror and systemd units for each part, with equivcache-server serve's
+# safe defaults (read-only mirror of the published names only; anonymous
+# hashserv users may only read; the write endpoint a private unix socket).
+# Pure Python: no bb import.
+
+NGINX = """\
+# nginx site for the meta-equivcache mirror of {cache}
+# (printed by: equivcache-server config --nginx). Install it as
+# /etc/nginx/sites-available/equivcache, link it into sites-enabled, and
+# `nginx -t && systemctl reload nginx`. The cache directory must be readable
+# by nginx's user; {cache}/server/ must not (it holds the credentials).
+server {{
+    listen {port};
+    listen [::]:{port};
+    server_name {host};
+
+    root {cache};
+    autoindex off;
+    sendfile on;
+    tcp_nopush on;
+
+    # Read-only: GET (and HEAD) only.
+    limit_except GET {{ deny all; }}
+
+    # Only what the mirror publishes; everything else is 404.
+    location / {{ return 404; }}
+    location = /equivcache.json {{ default_type application/json; expires -1; }}
+    location = /index.json {{ default_type application/json; expires -1; }}
+    location /sstate-cache/ {{ default_type application/octet-stream; disable_symlinks on; }}
+    location /downloads/ {{ default_type application/octet-stream; disable_symlinks on; }}
+}}
+"""
+
+HASHSERV_UNIT = """\
+# {unit}: {what} of the meta-equivcache cache {cache}
+# (printed by: equivcache-server config --systemd)
+[Unit]
+Description=meta-equivcache hash equivalence server, {what}
+After=network-online.target{after}
+Wants=network-online.target
+
+[Service]
+User={user}
+Group={user}
+{env}ExecStart={python} {bitbake}/bin/bitbake-hashserv --bind {bind} --database {database} --anon-perms {perms} --log WARNING{admin}
+Restart=on-failure
+RuntimeDirectory=equivcache
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+ReadWritePaths={cache}
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+ALL_UNIT = """\
+### /etc/systemd/system/equivcache-server.service
+# All of the meta-equivcache cache {cache} in one unit: both hashserv
+# endpoints and the http mirror (printed by: equivcache-server config --systemd)
+[Unit]
+Description=meta-equivcache cache server (hashserv endpoints and http mirror)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User={user}
+Group={user}
+ExecStart={python} {script} serve --bind {bind} --http-port {http_port} --hashserv-port {hashserv_port} {cache}
+Restart=on-failure
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+ReadWritePaths={cache}
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+ADMIN_ENV = "# HASHSERVER_ADMIN_PASSWORD: generate one (openssl rand -base64 32); keep the file mode 0600.\n" \
+            "EnvironmentFile={cache}/server/admin.env\n"
+
+
+def nginx(cache, host, port):
+    return NGINX.format(cache=cache, host=host, port=port)
+
+
+def systemd(cache, bitbake, python, user, bind, hashserv_port, database):
+    """The two hashserv units (write endpoint on a unix socket, read
+    endpoint on TCP with anonymous @read and an admin user). The http
+    mirror is nginx's job in production (see --nginx)."""
+    write = HASHSERV_UNIT.format(
+        unit="equivcache-hashserv-write.service", what="write endpoint (unix socket, for producers)",
+        cache=cache, after="", user=user, env="", python=python, bitbake=bitbake,
+        bind="unix://%s/server/hashserv.sock" % cache, database=database,
+        perms="@read,@report,@db-admin", admin="")
+    read = HASHSERV_UNIT.format(
+        unit="equivcache-hashserv-read.service", what="read endpoint (TCP, for consumers)",
+        cache=cache, after=" equivcache-hashserv-write.service", user=user,
+        env=ADMIN_ENV.format(cache=cache), python=python, bitbake=bitbake,
+        bind="%s:%d" % (bind, hashserv_port), database=database, perms="@read", admin=" --admin-user admin")
+    return ("### /etc/systemd/system/equivcache-hashserv-write.service\n" + write +
+            "\n### /etc/systemd/system/equivcache-hashserv-read.service\n" + read +
+            "\n# The http mirror: nginx (equivcache-server config --nginx).\n"
+            "# systemctl daemon-reload && systemctl enable --now "
+            "equivcache-hashserv-write equivcache-hashserv-read\n")
+
+
+def systemd_all(cache, script, python, user, bind, http_port, hashserv_port):
+    """One unit running equivcache-server serve: both endpoints and the http mirror."""
+    return ALL_UNIT.format(cache=cache, script=script, python=python, user=user, bind=bind,
+                           http_port=http_port, hashserv_port=hashserv_port)
