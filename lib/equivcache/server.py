@@ -33,6 +33,7 @@ READ_PERMS = "@read"
 WRITE_PERMS = "@read,@report,@db-admin"
 ADMIN_USER = "admin"
 START_TIMEOUT = 30
+READY_METHOD = "equivcache.ready"
 
 
 class UsageError(Exception):
@@ -72,10 +73,20 @@ def find_bitbake(explicit=None, layerdir=None):
                      "or pass --bitbake DIR")
 
 
-def use_bitbake_lib(bitbake):
+def import_hashserv(bitbake, workdir):
+    """bitbake's hashserv module. Importing bb may write its shell parser
+    tables (pyshtables.py) into the current directory, as bitbake does in a
+    build directory: do it in workdir (the cache's private directory)."""
     lib = os.path.join(bitbake, "lib")
     if lib not in sys.path:
         sys.path.insert(0, lib)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        import hashserv
+    finally:
+        os.chdir(cwd)
+    return hashserv
 
 
 def human(size):
@@ -207,7 +218,7 @@ def running_state(layout):
 class HashServ:
     """One real bitbake-hashserv process, its output relayed to our log."""
 
-    def __init__(self, name, bitbake, bind, database, anon_perms, log_level, admin=None, db_password=None):
+    def __init__(self, name, bitbake, bind, database, anon_perms, log_level, cwd, admin=None, db_password=None):
         self.name = name
         self.bind = bind
         command = [sys.executable, os.path.join(bitbake, "bin", "bitbake-hashserv"),
@@ -224,7 +235,7 @@ class HashServ:
         self.output = []
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, errors="replace",
-                                        start_new_session=True)
+                                        start_new_session=True, cwd=cwd)   # bb writes pyshtables.py there
         self.relay = threading.Thread(target=self._relay, daemon=True)
         self.relay.start()
 
@@ -234,6 +245,18 @@ class HashServ:
             self.output.append(line)
             del self.output[:-50]
             logger.info("%s: %s", self.name, line)
+
+    def wait_ready(self, hashserv, address):
+        """Until the server answers a query: it listens before its tables
+        exist, and on PostgreSQL two servers creating them at once collide."""
+        def ready():
+            try:
+                with contextlib.closing(hashserv.create_client(address)) as client:
+                    client.get_unihash(READY_METHOD, "0" * 64)
+                return True
+            except Exception:   # refused, not yet listening, tables not yet there
+                return False
+        self.wait_listening(ready)
 
     def wait_listening(self, alive):
         deadline = time.monotonic() + START_TIMEOUT
@@ -310,6 +333,7 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
     cache.write_json(layout.config, config, 0o600)
     admin = admin_credentials(layout)
     level = "INFO" if verbose else "WARNING"
+    hashserv = import_hashserv(bitbake, layout.private)
 
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -319,14 +343,14 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
     try:
         # The write endpoint first: it creates the tables, the read one then finds them.
         writer = HashServ("hashserv-write", bitbake, "unix://" + layout.socket, database, WRITE_PERMS, level,
-                          db_password=db_password)
+                          layout.private, db_password=db_password)
         children.append(writer)
-        writer.wait_listening(lambda: socket_alive(layout.socket))
+        writer.wait_ready(hashserv, "unix://" + layout.socket)
         reader = HashServ("hashserv-read", bitbake, tcp_address(bind, hashserv_port), database, READ_PERMS, level,
-                          admin=admin, db_password=db_password)
+                          layout.private, admin=admin, db_password=db_password)
         children.append(reader)
         connect_host = "127.0.0.1" if bind in ("", "0.0.0.0") else ("::1" if bind == "::" else bind)
-        reader.wait_listening(lambda: tcp_alive(connect_host, hashserv_port))
+        reader.wait_ready(hashserv, tcp_address(connect_host, hashserv_port))
 
         mirror = MirrorServer(layout.root, (bind, http_port))
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
@@ -374,9 +398,8 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
 
 # ---------------------------------------------------------------- status
 
-def database_usage(bitbake, address):
-    use_bitbake_lib(bitbake)
-    import hashserv
+def database_usage(bitbake, address, workdir):
+    hashserv = import_hashserv(bitbake, workdir)
     with contextlib.closing(hashserv.create_client(address)) as client:
         return {table: info["rows"] for table, info in client.get_db_usage().items()}
 
@@ -428,7 +451,7 @@ def status(layout, bitbake=None, out=sys.stdout):
     usage = None
     if state is not None and bitbake and socket_alive(layout.socket):
         try:
-            usage = database_usage(bitbake, "unix://" + layout.socket)
+            usage = database_usage(bitbake, "unix://" + layout.socket, layout.private)
         except Exception as e:   # a status must say what it can
             lines.append("  database usage unavailable: %s" % e)
     elif is_sqlite(database):
@@ -568,9 +591,9 @@ def write_endpoint(layout, bitbake, database, db_password=None):
         return
     private = os.path.join(layout.private, "publish-%d.sock" % os.getpid())
     child = HashServ("hashserv-publish", bitbake, "unix://" + private, database, WRITE_PERMS, "WARNING",
-                     db_password=db_password)
+                     layout.private, db_password=db_password)
     try:
-        child.wait_listening(lambda: socket_alive(private))
+        child.wait_ready(import_hashserv(bitbake, layout.private), "unix://" + private)
         yield "unix://" + private
     finally:
         child.stop()
@@ -590,8 +613,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
     hashserv_db = os.path.abspath(hashserv_db or os.path.join(builddir, "cache", "hashserv.db"))
     outhashes, unihashes = read_producer_database(hashserv_db)
     config = server_config(layout, database)
-    use_bitbake_lib(bitbake)
-    import hashserv
+    hashserv = import_hashserv(bitbake, layout.private)
 
     with open(layout.publish_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -13,7 +13,9 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import threading
 import time
 
@@ -27,6 +29,9 @@ from oeqa.utils.commands import bitbake, get_bb_var, runCmd
 TARGET = "equivcache-c-native"
 CHAIN = ("equivcache-a-native", "equivcache-b-native", "equivcache-c-native")
 LAYERDIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+
+sys.path.insert(0, os.path.join(LAYERDIR, "tests"))
+from equivcache_support import CLIENT, SERVER, CacheServer, PostgreSQL  # noqa: E402
 
 TASK_RE = re.compile(r"^NOTE: recipe (\S+)-[^-\s]+-r\d+: task (do_\S+): Started$", re.MULTILINE)
 
@@ -317,6 +322,12 @@ def write_descriptor(directory, hashserv, nativelsbstrings, sstate="sstate-cache
         json.dump(doc, f)
 
 
+def database_rows(path):
+    """{table: rows} of a hashserv SQLite database (read while its server runs)."""
+    with sqlite3.connect("file:%s?mode=ro" % path, uri=True) as db:
+        return {t: db.execute("SELECT COUNT(*) FROM %s" % t).fetchone()[0] for t in ("outhashes_v2", "unihashes_v3")}
+
+
 @OETestTag("meta-equivcache")
 class EquivCacheClassTests(OESelftestTestCase):
     """equivcache.bbclass on the seed's scenario: a producer with an
@@ -515,3 +526,76 @@ class EquivCacheClassTests(OESelftestTestCase):
         result = runCmd("bitbake -e", ignore_status=True)
         self.assertNotEqual(result.status, 0, msg=result.output)
         self.assertIn("OEEquivHash requires BB_HASHSERVE to be set", result.output)
+
+
+    # equivcache-server and equivcache-client end to end (issue 4): the
+    # producer's build published, served, and consumed by a fresh build
+    # directory configured from the server's URL alone.
+
+    def publish_and_serve(self, name, database=None):
+        cache_dir = os.path.join(self.workdir, name)
+        command = [SERVER, "publish", "--from", self.producer,
+                   "--hashserv-db", os.path.join(self.producer, "persistent", "hashserv.db"), cache_dir]
+        if database:
+            command[2:2] = ["--database", database]
+        result = runCmd(command)
+        server = CacheServer(cache_dir)
+        self.addCleanup(server.stop)
+        return cache_dir, server, result.output
+
+    def configure_client(self, url):
+        result = runCmd([CLIENT, "--builddir", self.builddir, "--server", url])
+        self.addCleanup(runCmd, [CLIENT, "--builddir", self.builddir, "--remove"])
+        return result.output
+
+    def assert_published_cache_works(self, server):
+        self.assertIn("wrote conf/site.conf", self.configure_client(server.url))
+        self.assertIn("conf/site.conf is already up to date", self.configure_client(server.url))
+        with open(os.path.join(self.builddir, "conf", "site.conf")) as f:
+            site = f.read()
+        self.assertEqual(site.count('INHERIT += "equivcache"'), 1, msg=site)
+        self.assertEqual(site.count('EQUIVCACHE_SERVER = "%s"' % server.url), 1, msg=site)
+        self.consumer("", inherit=False)
+        output = self.build()
+        self.assertIn('set BB_HASHSERVE_UPSTREAM = "%s"' % server.hashserv, output)
+        self.assertEqual(warnings(output), [], msg=output)
+        self.assert_full_match(output)
+
+    def test_published_cache_sqlite(self):
+        """publish, serve (SQLite), equivcache-client: a fresh consumer gets 100% from the mirror."""
+        cache_dir, server, output = self.publish_and_serve("cache")
+        self.assertRegex(output, r"sstate: [1-9]\d* files copied")
+        self.assertRegex(output, r"equivalences: [1-9]\d* output hashes \([1-9]\d* new\)")
+        self.assert_published_cache_works(server)
+
+    def test_published_cache_postgresql(self):
+        """The same, with the cache's database in a real PostgreSQL server."""
+        postgres = PostgreSQL(os.path.join(self.workdir, "pg"))
+        self.addCleanup(postgres.stop)
+        cache_dir, server, output = self.publish_and_serve("cache", database=postgres.url)
+        self.assertRegex(output, r"equivalences: [1-9]\d* output hashes \([1-9]\d* new\)")
+        self.assertFalse(os.path.exists(os.path.join(cache_dir, "hashserv.db")))
+        self.assertGreater(int(postgres.query("SELECT COUNT(*) FROM outhashes_v2")), 0)
+        self.assert_published_cache_works(server)
+
+    def test_read_only_endpoint(self):
+        """Reports through the read endpoint are refused and the build succeeds; through the write socket they land."""
+        cache_dir, server, _ = self.publish_and_serve("cache")
+        database = os.path.join(cache_dir, "hashserv.db")
+        before = database_rows(database)
+        self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "%s"\n'
+                      'EQUIVCACHE_TEST_NEW_OUTPUT = "1"\n' % server.hashserv, inherit=False)
+        output = self.build()
+        self.assertIn("equivcache-a-native:do_compile", executed_tasks(output), msg=output)
+        self.assertEqual(warnings(output), [], msg=output)
+        self.assertEqual(database_rows(database), before, msg="a consumer wrote through the read endpoint")
+
+        # A producer on the write socket: a fresh build directory's outputs are reported.
+        producer = os.path.join(self.workdir, "producer2")
+        self.write_config('TMPDIR = "{p}/tmp"\nSSTATE_DIR = "{p}/sstate-cache"\nPERSISTENT_DIR = "{p}/persistent"\n'
+                          'BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "{s}"\n'
+                          'EQUIVCACHE_TEST_NEW_OUTPUT = "1"\n'.format(p=producer, s=server.socket))
+        output = self.build()
+        self.assertIn("equivcache-a-native:do_compile", executed_tasks(output), msg=output)
+        after = database_rows(database)
+        self.assertGreater(after["outhashes_v2"], before["outhashes_v2"], msg=output)

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: MIT
+#
+# lib/equivcache/cache.py: sstate names, the object index, what a mirror
+# copies from DL_DIR, and the build configuration in a cooker log.
+
+import json
+import os
+
+import pytest
+
+from equivcache import cache
+
+H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("ad/72/sstate:equivcache-b-native::1.0:r0::12:%s_populate_sysroot.tar.zst" % H,
+     ("equivcache-b-native", "do_populate_sysroot", H, "object")),
+    ("debian-12/ad/72/sstate:zlib-native:x86_64-linux:1.3.1:r0:x86_64:12:%s_populate_sysroot.tar.zst.siginfo" % H,
+     ("zlib-native", "do_populate_sysroot", H, "siginfo")),
+    ("ad/72/sstate:busybox:core2-64-oe-linux:1.36.1:r0:core2-64:12:%s_package_write_rpm.tar.zst.sig" % H,
+     ("busybox", "do_package_write_rpm", H, "sig")),
+    ("ad/72/sstate:a::1.0:r0::12:%s_unpack.tar.zst.siginfo" % H, ("a", "do_unpack", H, "siginfo")),
+])
+def test_parse_sstate_name(path, expected):
+    assert cache.parse_sstate_name(path) == expected
+
+
+@pytest.mark.parametrize("path", [
+    "ad/72/README",
+    "ad/72/sstate:a::1.0:r0::12:%s_unpack.tar.zst.lock" % H,      # not a suffix sstate writes
+    "ad/72/sstate:a::1.0:r0::12:%s.tar.zst" % H,                  # no task
+    "ad/72/sstate:a:1.0:%s_unpack.tar.zst" % H,                   # too few fields
+    "ad/72/sstate:::1.0:r0::12:%s_unpack.tar.zst" % H,            # no recipe
+    "ad/72/sstate:a::1.0:r0::12:_unpack.tar.zst",                 # no unihash
+])
+def test_parse_sstate_name_rejects(path):
+    assert cache.parse_sstate_name(path) is None
+
+
+def touch(path, data=b"x"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_index_objects_and_signatures(tmp_path):
+    sstate = str(tmp_path)
+    obj = "ad/72/sstate:a::1.0:r0::12:%s_populate_sysroot.tar.zst" % H
+    touch(os.path.join(sstate, obj), b"12345")
+    touch(os.path.join(sstate, obj + ".siginfo"))
+    touch(os.path.join(sstate, obj + ".sig"))
+    only_sig = "01/2f/sstate:b::1.0:r0::12:%s_fetch.tar.zst.siginfo" % ("012f" + H[4:])
+    touch(os.path.join(sstate, only_sig))
+    touch(os.path.join(sstate, "ad/72/.tmp-123-partial"))
+    index = cache.build_index(sstate, generated="2026-01-01T00:00:00Z")
+    assert index["format"] == "equivcache-index" and index["version"] == 1
+    assert index["objects"] == [
+        {"recipe": "b", "task": "do_fetch", "unihash": "012f" + H[4:], "path": "", "size": 0, "siginfo": only_sig},
+        {"recipe": "a", "task": "do_populate_sysroot", "unihash": H, "path": obj, "size": 5,
+         "siginfo": obj + ".siginfo"},
+    ]
+    json.dumps(index)
+
+
+def test_download_files_skip_fetcher_state(tmp_path):
+    dl = str(tmp_path)
+    for name in ("zlib-1.3.1.tar.xz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "git2/github.com.x.y/HEAD",
+                 "zlib-1.3.1.tar.xz.done", "zlib-1.3.1.tar.xz.lock", "git2_github.com.x.y.tar.gz", ".hidden"):
+        touch(os.path.join(dl, name))
+    assert sorted(rel for rel, _ in cache.download_files(dl)) == [
+        "git2_github.com.x.y.tar.gz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "zlib-1.3.1.tar.xz"]
+
+
+def test_nativelsbstrings(tmp_path):
+    for name in ("ad", "debian-12", "universal", ".git"):
+        os.makedirs(tmp_path / name)
+    assert cache.nativelsbstrings(str(tmp_path)) == ["debian-12", "universal"]
+    assert cache.nativelsbstrings(str(tmp_path / "missing")) == []
+
+
+COOKER_LOG = '''NOTE: Resolving any missing task queue dependencies
+
+Build Configuration:
+BB_VERSION           = "2.8.1"
+BUILD_SYS            = "x86_64-linux"
+NATIVELSBSTRING      = "debian-12"
+TARGET_SYS           = "x86_64-oe-linux"
+MACHINE              = "qemux86-64"
+DISTRO               = "nodistro"
+DISTRO_VERSION       = "nodistro.0"
+TUNE_FEATURES        = "m64 core2"
+TARGET_FPU           = ""
+meta                 
+meta-poky            = "scarthgap:0123abcd"
+meta-equivcache      = "main:4567ef01"
+
+Sstate summary: Wanted 14 Local 0 Mirrors 0 Missed 14 Current 0 (0% match, 0% complete)
+'''
+
+
+def test_parse_build_configuration():
+    values, layers = cache.parse_build_configuration(COOKER_LOG)
+    assert values["MACHINE"] == "qemux86-64" and values["TUNE_FEATURES"] == "m64 core2"
+    assert values["NATIVELSBSTRING"] == "debian-12" and values["TARGET_FPU"] == ""
+    assert layers == [{"name": "meta", "revision": "scarthgap:0123abcd"},
+                      {"name": "meta-poky", "revision": "scarthgap:0123abcd"},
+                      {"name": "meta-equivcache", "revision": "main:4567ef01"}]
+    assert cache.parse_build_configuration("no such block\n") == ({}, [])
+
+
+def test_newest_build_configuration(tmp_path):
+    old = tmp_path / "tmp" / "log" / "cooker" / "qemux86-64" / "1.log"
+    new = tmp_path / "tmp-glibc" / "log" / "cooker" / "qemux86-64" / "2.log"
+    touch(str(old), COOKER_LOG.replace("qemux86-64", "qemuarm").encode())
+    touch(str(new), COOKER_LOG.encode())
+    os.utime(old, (1, 1))
+    values, layers, path = cache.newest_build_configuration(str(tmp_path))
+    assert values["MACHINE"] == "qemux86-64" and path == str(new)
+    assert cache.newest_build_configuration(str(tmp_path / "nothing")) is None
+
+
+def test_write_atomic_leaves_no_temporary(tmp_path):
+    path = str(tmp_path / "doc.json")
+    cache.write_json(path, {"a": 1}, 0o600)
+    cache.write_json(path, {"a": 2}, 0o600)
+    assert json.load(open(path)) == {"a": 2}
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.listdir(str(tmp_path)) == ["doc.json"]
