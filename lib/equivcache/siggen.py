@@ -174,7 +174,13 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
         try:
             return super().report_unihash_equiv(tid, taskhash, wanted_unihash, current_unihash, datacaches)
         except ServerAway as e:
-            self.equivcache_server_away(e.error, "reporting an equivalence")
+            if isinstance(e.error, bb.asyncrpc.InvokeError):
+                # The server answered and refused: a read-only endpoint
+                # (anonymous @read). Not an outage: go on asking it.
+                hashequiv_logger.verbose("Hash equivalence server %s refused the equivalence report of %s: %s"
+                                         % (self.server, tid, e))
+            else:
+                self.equivcache_server_away(e.error, "reporting an equivalence")
             return False
 
     def save_unitaskhashes(self):

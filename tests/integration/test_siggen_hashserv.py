@@ -51,12 +51,13 @@ def wait_for_socket(path, process, deadline=30):
 
 
 class HashServer:
-    def __init__(self, directory):
+    def __init__(self, directory, anon_perms=None):
         self.socket = os.path.join(directory, "hashserve.sock")
         self.address = "unix://" + self.socket
         self.process = subprocess.Popen(
             [sys.executable, os.path.join(POKY_DIR, "bitbake", "bin", "bitbake-hashserv"),
-             "--bind", self.address, "--database", os.path.join(directory, "hashserv.db")],
+             "--bind", self.address, "--database", os.path.join(directory, "hashserv.db")]
+            + (["--anon-perms", anon_perms] if anon_perms else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_socket(self.socket, self.process)
 
@@ -234,6 +235,32 @@ def test_server_stopped(server, tmp_path, warnings_seen, max_parallel):
     handler.save_unitaskhashes()
     assert not (persistent / "bb_unihashes.dat").exists()
     handler.exit()
+
+
+def server_requests(server):
+    with hashserv.create_client(server.address) as client:
+        return client.get_stats()["requests"]["num"]
+
+
+def test_read_only_endpoint_refusal_is_not_an_outage(tmp_path, warnings_seen):
+    """A server that answers but refuses reports (anonymous @read, as
+    equivcache-server's read endpoint) is still asked for unihashes."""
+    server = HashServer(str(tmp_path), anon_perms="@read")
+    try:
+        handler = SignatureGeneratorEquivCacheHash(datastore(server.address, tmp_path / "p"))
+        tids = add_tasks(handler, 3)
+        handler.get_unihashes(tids)
+        wanted = sha256("wanted")
+        assert handler.report_unihash_equiv(tids[0], handler.taskhash[tids[0]], wanted,
+                                            handler.taskhash[tids[0]], None) is False
+        assert handler.equivcache_away is False and warnings_seen == []
+        # Still asking the server: a query after the refusal reaches it.
+        before = server_requests(server)
+        assert handler.get_unihashes([tids[1]]) == {tids[1]: handler.taskhash[tids[1]]}
+        assert server_requests(server) > before
+        assert handler.equivcache_away is False and warnings_seen == []
+    finally:
+        server.stop()
 
 
 def test_socket_missing_from_start(tmp_path, warnings_seen):
