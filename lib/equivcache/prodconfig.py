@@ -34,43 +34,20 @@ server {{
 }}
 """
 
-HASHSERV_UNIT = """\
-# {unit}: {what} of the meta-equivcache cache {cache}
+UNIT = """\
+### /etc/systemd/system/{unit}
+# {what} of the meta-equivcache cache {cache}
 # (printed by: equivcache-server config --systemd)
 [Unit]
-Description=meta-equivcache hash equivalence server, {what}
+Description=meta-equivcache {what}
 After=network-online.target{after}
 Wants=network-online.target
 
 [Service]
 User={user}
 Group={user}
-{env}ExecStart={python} {bitbake}/bin/bitbake-hashserv --bind {bind} --database {database} --anon-perms {perms} --log WARNING{admin}
-Restart=on-failure
-RuntimeDirectory=equivcache
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=read-only
-ReadWritePaths={cache}
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-ALL_UNIT = """\
-### /etc/systemd/system/equivcache-server.service
-# All of the meta-equivcache cache {cache} in one unit: both hashserv
-# endpoints and the http mirror (printed by: equivcache-server config --systemd)
-[Unit]
-Description=meta-equivcache cache server (hashserv endpoints and http mirror)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-User={user}
-Group={user}
-ExecStart={python} {script} serve --bind {bind} --http-port {http_port} --hashserv-port {hashserv_port} {cache}
+WorkingDirectory={cache}/server
+{env}ExecStart={command}
 Restart=on-failure
 NoNewPrivileges=yes
 ProtectSystem=strict
@@ -82,7 +59,10 @@ PrivateTmp=yes
 WantedBy=multi-user.target
 """
 
-ADMIN_ENV = "# HASHSERVER_ADMIN_PASSWORD: generate one (openssl rand -base64 32); keep the file mode 0600.\n" \
+HASHSERV = "{python} {bitbake}/bin/bitbake-hashserv --bind {bind} --database {database} --anon-perms {perms} --log WARNING"
+
+# The admin password of `serve`'s first start, for the same admin user.
+ADMIN_ENV = "# HASHSERVER_ADMIN_PASSWORD, as equivcache-server serve generated it (mode 0600).\n" \
             "EnvironmentFile={cache}/server/admin.env\n"
 
 
@@ -94,24 +74,25 @@ def systemd(cache, bitbake, python, user, bind, hashserv_port, database):
     """The two hashserv units (write endpoint on a unix socket, read
     endpoint on TCP with anonymous @read and an admin user). The http
     mirror is nginx's job in production (see --nginx)."""
-    write = HASHSERV_UNIT.format(
-        unit="equivcache-hashserv-write.service", what="write endpoint (unix socket, for producers)",
-        cache=cache, after="", user=user, env="", python=python, bitbake=bitbake,
-        bind="unix://%s/server/hashserv.sock" % cache, database=database,
-        perms="@read,@report,@db-admin", admin="")
-    read = HASHSERV_UNIT.format(
-        unit="equivcache-hashserv-read.service", what="read endpoint (TCP, for consumers)",
-        cache=cache, after=" equivcache-hashserv-write.service", user=user,
-        env=ADMIN_ENV.format(cache=cache), python=python, bitbake=bitbake,
-        bind="%s:%d" % (bind, hashserv_port), database=database, perms="@read", admin=" --admin-user admin")
-    return ("### /etc/systemd/system/equivcache-hashserv-write.service\n" + write +
-            "\n### /etc/systemd/system/equivcache-hashserv-read.service\n" + read +
-            "\n# The http mirror: nginx (equivcache-server config --nginx).\n"
+    write = UNIT.format(
+        unit="equivcache-hashserv-write.service", what="hash equivalence write endpoint (unix socket, producers)",
+        cache=cache, after="", user=user, env="",
+        command=HASHSERV.format(python=python, bitbake=bitbake, bind="unix://%s/server/hashserv.sock" % cache,
+                                database=database, perms="@read,@report,@db-admin"))
+    read = UNIT.format(
+        unit="equivcache-hashserv-read.service", what="hash equivalence read endpoint (TCP, consumers)",
+        cache=cache, after=" equivcache-hashserv-write.service", user=user, env=ADMIN_ENV.format(cache=cache),
+        command=HASHSERV.format(python=python, bitbake=bitbake, bind="%s:%d" % (bind, hashserv_port),
+                                database=database, perms="@read") + " --admin-user admin")
+    return (write + "\n" + read + "\n# The http mirror: nginx (equivcache-server config --nginx).\n"
             "# systemctl daemon-reload && systemctl enable --now "
             "equivcache-hashserv-write equivcache-hashserv-read\n")
 
 
 def systemd_all(cache, script, python, user, bind, http_port, hashserv_port):
     """One unit running equivcache-server serve: both endpoints and the http mirror."""
-    return ALL_UNIT.format(cache=cache, script=script, python=python, user=user, bind=bind,
-                           http_port=http_port, hashserv_port=hashserv_port)
+    return UNIT.format(
+        unit="equivcache-server.service", what="cache server (both hashserv endpoints and the http mirror), "
+        "instead of the units above and nginx", cache=cache, after="", user=user, env="",
+        command="%s %s serve --bind %s --http-port %d --hashserv-port %d %s" % (
+            python, script, bind, http_port, hashserv_port, cache))
