@@ -13,8 +13,7 @@ NGINX = """\
 # `nginx -t && systemctl reload nginx`. The cache directory must be readable
 # by nginx's user; {cache}/server/ must not (it holds the credentials).
 server {{
-    listen {port};
-    listen [::]:{port};
+{listen}
     server_name {host};
 
     root {cache};
@@ -22,8 +21,8 @@ server {{
     sendfile on;
     tcp_nopush on;
 
-    # Read-only: GET (and HEAD) only.
-    limit_except GET {{ deny all; }}
+    # Read-only: GET and HEAD only.
+    if ($request_method !~ ^(GET|HEAD)$) {{ return 405; }}
 
     # Only what the mirror publishes; everything else is 404.
     location / {{ return 404; }}
@@ -66,8 +65,13 @@ ADMIN_ENV = "# HASHSERVER_ADMIN_PASSWORD, as equivcache-server serve generated i
             "EnvironmentFile={cache}/server/admin.env\n"
 
 
-def nginx(cache, host, port):
-    return NGINX.format(cache=cache, host=host, port=port)
+def nginx(cache, host, port, bind=None):
+    """The site; on every address unless bind names one."""
+    if bind in (None, "", "0.0.0.0", "::"):
+        listen = "    listen %d;\n    listen [::]:%d;" % (port, port)
+    else:
+        listen = "    listen %s:%d;" % ("[%s]" % bind if ":" in bind else bind, port)
+    return NGINX.format(cache=cache, host=host, listen=listen)
 
 
 def systemd(cache, bitbake, python, user, bind, hashserv_port, database):

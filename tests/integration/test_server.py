@@ -8,10 +8,12 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -257,8 +259,8 @@ def test_postgresql_backend(tmp_path):
 def test_production_configs(tmp_path):
     result = run("config", "--nginx", "--public-host", "cache.example.com", str(tmp_path / "cache"))
     assert result.returncode == 0, result
-    for text in ("server_name cache.example.com;", "root %s;" % (tmp_path / "cache"), "limit_except GET",
-                 "autoindex off;", "location /sstate-cache/", "location = /equivcache.json"):
+    for text in ("server_name cache.example.com;", "root %s;" % (tmp_path / "cache"), "listen 8080;",
+                 "autoindex off;", "return 405;", "location /sstate-cache/", "location = /equivcache.json"):
         assert text in result.stdout
     result = run("config", "--systemd", str(tmp_path / "cache"))
     assert result.returncode == 0, result
@@ -267,3 +269,60 @@ def test_production_configs(tmp_path):
     assert "--bind unix://%s/server/hashserv.sock" % (tmp_path / "cache") in result.stdout
     assert "EnvironmentFile=%s/server/admin.env" % (tmp_path / "cache") in result.stdout
     one_line_error(run("config", str(tmp_path / "cache")), "one of the arguments --nginx --systemd is required")
+
+
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin") is None or os.getuid() == 0,
+                    reason="needs nginx (Debian package nginx-light) and a user other than root")
+def test_nginx_site_serves_the_mirror(tmp_path):
+    """config --nginx, run by a real nginx on loopback: the published names only, GET and HEAD only."""
+    cache_dir = tmp_path / "cache"
+    for rel, content in (("equivcache.json", b"{}"), ("sstate-cache/ad/72/sstate:a::1:r0::12:ad72_x.tar.zst", b"o" * 1000),
+                         ("hashserv.db", b"secret"), ("server/admin.json", b"secret")):
+        (cache_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cache_dir / rel).write_bytes(content)
+    (tmp_path / "outside").write_bytes(b"secret")
+    os.symlink(str(tmp_path / "outside"), str(cache_dir / "sstate-cache" / "escape"))
+    port = free_port()
+    site = run("config", "--nginx", "--bind", "127.0.0.1", "--http-port", str(port), str(cache_dir))
+    assert site.returncode == 0, site
+    assert "listen 127.0.0.1:%d;" % port in site.stdout
+    (tmp_path / "nginx.conf").write_text(
+        "daemon off;\npid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\nhttp {\n"
+        "access_log off;\nclient_body_temp_path %s;\nproxy_temp_path %s;\nfastcgi_temp_path %s;\n"
+        "uwsgi_temp_path %s;\nscgi_temp_path %s;\n%s}\n" % ((tmp_path,) * 7 + (site.stdout,)))
+    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
+    check = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 30, "nginx did not listen")
+
+        def status(path, method="GET", headers=None):
+            req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method, headers=headers or {})
+            try:
+                with urllib.request.urlopen(req) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        obj = "/sstate-cache/ad/72/sstate:a::1:r0::12:ad72_x.tar.zst"
+        assert status(obj) == (200, b"o" * 1000)
+        assert status(obj, "HEAD")[0] == 200
+        assert status(obj, headers={"Range": "bytes=10-19"}) == (206, b"o" * 10)
+        assert status("/equivcache.json")[0] == 200
+        for path in ("/hashserv.db", "/server/admin.json", "/sstate-cache/escape", "/sstate-cache/../hashserv.db"):
+            code, body = status(path)
+            assert code in (403, 404) and b"secret" not in body, path
+        assert status("/equivcache.json", "PUT")[0] == 405
+        assert status("/sstate-cache/", "GET")[0] in (403, 404)
+    finally:
+        proc.terminate()
+        proc.wait()
