@@ -20,9 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-from equivcache import cache, descriptor as desc
+from equivcache import cache, descriptor as desc, probe
 from equivcache.mirrorhttp import MirrorServer
 
 logger = logging.getLogger("equivcache.server")
@@ -126,12 +125,9 @@ def socket_alive(path):
             os.chdir(cwd)
 
 
-def tcp_alive(host, port):
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-        return True
-    except OSError:
-        return False
+def loopback_for(host):
+    """Where this machine reaches a server bound to host (a wildcard: loopback)."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def check_port_free(host, port, what):
@@ -174,11 +170,21 @@ def check_cache_dir(path, create):
     return layout
 
 
+def saved_config(layout):
+    """server.json: {"database": ..., "hashserv": [public addresses]}, {} at first."""
+    return load_json(layout.config, {}) or {}
+
+
+def saved_database(layout):
+    """The cache's database: the one server.json names, else SQLite in the cache."""
+    return saved_config(layout).get("database") or layout.database
+
+
 def server_config(layout, database=None):
     """The cache's server.json (database choice), updated with --database.
     A cache keeps the database it was created with: changing it would
     split the equivalences from the objects."""
-    config = load_json(layout.config, {}) or {}
+    config = saved_config(layout)
     current = config.get("database") or layout.database
     if database and database != current and (config.get("database") or os.path.exists(layout.database)):
         raise UsageError("cache %s uses the database %s, not %s; a cache keeps one database"
@@ -286,11 +292,11 @@ class HashServ:
 
 # ---------------------------------------------------------------- descriptor
 
-def write_descriptor(layout, hashserv=None, producer=None):
-    """Refresh the descriptor: keep what is not given from the current one."""
+def write_descriptor(layout, producer=None):
+    """Refresh the descriptor: the read endpoint's public address as serve
+    saved it in server.json; what is not given kept from the current one."""
     current = load_json(layout.descriptor, {}) or {}
-    config = load_json(layout.config, {}) or {}
-    addresses = hashserv or config.get("hashserv") or current.get("hashserv") or \
+    addresses = saved_config(layout).get("hashserv") or current.get("hashserv") or \
         [tcp_address(socket.getfqdn(), DEFAULT_HASHSERV_PORT)]
     doc = {
         "format": desc.FORMAT,
@@ -327,7 +333,7 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         os.unlink(layout.socket)
 
     if public_host is None:
-        public_host = bind if bind not in ("", "0.0.0.0", "::") else socket.getfqdn()
+        public_host = bind if loopback_for(bind) == bind else socket.getfqdn()
     public = [tcp_address(public_host, hashserv_port)]
     config["hashserv"] = public
     cache.write_json(layout.config, config, 0o600)
@@ -349,17 +355,18 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         reader = HashServ("hashserv-read", bitbake, tcp_address(bind, hashserv_port), database, READ_PERMS, level,
                           layout.private, admin=admin, db_password=db_password)
         children.append(reader)
-        connect_host = "127.0.0.1" if bind in ("", "0.0.0.0") else ("::1" if bind == "::" else bind)
-        reader.wait_ready(hashserv, tcp_address(connect_host, hashserv_port))
+        reader.wait_ready(hashserv, tcp_address(loopback_for(bind), hashserv_port))
 
         mirror = MirrorServer(layout.root, (bind, http_port))
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
-        write_descriptor(layout, hashserv=public)
+        write_descriptor(layout)
         state = {
             "pid": os.getpid(),
             "started": cache.utcnow(),
             "http": mirror.url,
             "hashserv": tcp_address(bind, hashserv_port),
+            "bind": bind,
+            "hashserv_port": hashserv_port,
             "public_hashserv": public,
             "socket": "unix://" + layout.socket,
             "database": show_database(database),
@@ -421,8 +428,8 @@ def status(layout, bitbake=None, out=sys.stdout):
     """Print what is up, where, and how big the cache is. 0: all up;
     3: not running (as systemctl status); 1: running but a part is down."""
     state = running_state(layout)
-    config = load_json(layout.config, {}) or {}
-    database = config.get("database") or layout.database
+    database = saved_database(layout)
+    writer_up = state is not None and socket_alive(layout.socket)
     lines = []
     code = 0
     if state is None:
@@ -430,26 +437,19 @@ def status(layout, bitbake=None, out=sys.stdout):
         code = 3
     else:
         lines.append("equivcache-server: serving %s (pid %d, since %s)" % (layout.root, state["pid"], state["started"]))
-        checks = []
-        try:
-            urllib.request.urlopen(urllib.request.Request(state["http"] + "/equivcache.json", method="HEAD"),
-                                   timeout=3).close()
-            checks.append(("http mirror", state["http"], True))
-        except OSError:
-            checks.append(("http mirror", state["http"], False))
-        host, _, port = state["hashserv"].rpartition(":")
-        host = host.strip("[]")
-        host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
-        checks.append(("read endpoint", state["hashserv"] + " (anonymous %s)" % READ_PERMS,
-                       tcp_alive(host, int(port))))
-        checks.append(("write endpoint", state["socket"], socket_alive(layout.socket)))
+        checks = [
+            ("http mirror", state["http"], probe.http(state["http"] + "/equivcache.json", 3) is None),
+            ("read endpoint", state["hashserv"] + " (anonymous %s)" % READ_PERMS,
+             probe.server(("tcp", loopback_for(state["bind"]), state["hashserv_port"]), 3) is None),
+            ("write endpoint", state["socket"], writer_up),
+        ]
         for name, where, up in checks:
             lines.append("  %-16s %s  %s" % (name, where, "up" if up else "DOWN"))
             if not up:
                 code = 1
         lines.append("  %-16s %s" % ("consumers use", ", ".join(state.get("public_hashserv", []))))
     usage = None
-    if state is not None and bitbake and socket_alive(layout.socket):
+    if bitbake and writer_up:
         try:
             usage = database_usage(bitbake, "unix://" + layout.socket, layout.private)
         except Exception as e:   # a status must say what it can
@@ -583,7 +583,7 @@ def merge_database(client, outhashes, unihashes):
 
 
 @contextlib.contextmanager
-def write_endpoint(layout, bitbake, database, db_password=None):
+def write_endpoint(layout, bitbake, hashserv, database, db_password=None):
     """The address of a write endpoint on the cache's database: the running
     server's socket, else a private bitbake-hashserv for the time of the merge."""
     if socket_alive(layout.socket):
@@ -593,7 +593,7 @@ def write_endpoint(layout, bitbake, database, db_password=None):
     child = HashServ("hashserv-publish", bitbake, "unix://" + private, database, WRITE_PERMS, "WARNING",
                      layout.private, db_password=db_password)
     try:
-        child.wait_ready(import_hashserv(bitbake, layout.private), "unix://" + private)
+        child.wait_ready(hashserv, "unix://" + private)
         yield "unix://" + private
     finally:
         child.stop()
@@ -631,7 +631,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
         else:
             out.write("downloads: none at %s (pass --downloads-dir with the producer's DL_DIR)\n" % downloads_dir)
 
-        with write_endpoint(layout, bitbake, config["database"], db_password) as address:
+        with write_endpoint(layout, bitbake, hashserv, config["database"], db_password) as address:
             with contextlib.closing(hashserv.create_client(address)) as client:
                 before = {t: i["rows"] for t, i in client.get_db_usage().items()}
                 counts = merge_database(client, outhashes, unihashes)
