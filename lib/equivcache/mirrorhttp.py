@@ -83,37 +83,34 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.send_file(body=False)
 
-    def refuse(self):
-        self.send_response(405)
-        self.send_header("Allow", "GET, HEAD")
+    def empty(self, status, *headers):
+        """An answer without a body."""
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def refuse(self):
+        self.empty(405, ("Allow", "GET, HEAD"))
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_MKCOL = do_PROPFIND = do_MOVE = do_COPY = refuse
 
     def send_file(self, body):
         path = resolve(self.server.root, self.path)
-        if path is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
         try:
+            if path is None:
+                raise FileNotFoundError(self.path)
             f = open(path, "rb")
         except OSError:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.empty(404)
             return
         with f:
             st = os.fstat(f.fileno())
             size = st.st_size
             wanted = parse_range(self.headers.get("Range"), size)
             if wanted == "unsatisfiable":
-                self.send_response(416)
-                self.send_header("Content-Range", "bytes */%d" % size)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.empty(416, ("Content-Range", "bytes */%d" % size))
                 return
             if wanted is None:
                 start, length = 0, size
