@@ -50,20 +50,18 @@ def split_block(text):
 def user_settings(text):
     """What a configuration file sets outside the block: (inherits the
     class, EQUIVCACHE_SERVER or None, the line number of that setting)."""
-    split_block(text)   # a broken block is an error
+    before, block, _ = split_block(text)
+    first = len(before.splitlines()) + 1           # the BEGIN line
+    last = first + len(block) + 1 if block is not None else 0
     inherits, server, line_no = False, None, None
-    inside = False
     for i, line in enumerate(text.splitlines(), start=1):
-        if line == BEGIN:
-            inside = True
-        elif line == END and inside:
-            inside = False
-        elif not inside:
-            if _INHERIT.match(line):
-                inherits = True
-            m = _SERVER.match(line)
-            if m:
-                server, line_no = m.group(2), i
+        if first <= i <= last:
+            continue
+        if _INHERIT.match(line):
+            inherits = True
+        m = _SERVER.match(line)
+        if m:
+            server, line_no = m.group(2), i
     return inherits, server, line_no
 
 
