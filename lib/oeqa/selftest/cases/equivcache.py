@@ -31,7 +31,7 @@ CHAIN = ("equivcache-a-native", "equivcache-b-native", "equivcache-c-native")
 LAYERDIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 
 sys.path.insert(0, os.path.join(LAYERDIR, "tests"))
-from equivcache_support import CLIENT, SERVER, CacheServer, PostgreSQL  # noqa: E402
+from equivcache_support import CLIENT, SERVER, CacheServer, PostgreSQL, free_port  # noqa: E402
 
 TASK_RE = re.compile(r"^NOTE: recipe (\S+)-[^-\s]+-r\d+: task (do_\S+): Started$", re.MULTILINE)
 
@@ -85,13 +85,6 @@ def fresh_bitbake_server(builddir, deadline=60):
             if time.monotonic() > end:
                 raise AssertionError("the bitbake server of %s did not exit within %d s" % (builddir, deadline))
             time.sleep(0.1)
-
-
-def closed_port():
-    """A loopback TCP port where nothing listens."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HashServer:
@@ -251,7 +244,7 @@ class EquivCacheHashTests(OESelftestTestCase):
 
     def test_server_closed_port(self):
         """BB_HASHSERVE at a TCP port where nothing listens: one warning, the build succeeds."""
-        address = "127.0.0.1:%d" % closed_port()
+        address = "127.0.0.1:%d" % free_port()
         self.config(hashserve=address)
         output = self.build()
         self.assert_one_outage_warning(output, address)
@@ -355,7 +348,7 @@ class EquivCacheClassTests(OESelftestTestCase):
         os.remove(cls.testinc_path)
 
         cls.mirror = HttpMirror(cls.producer)
-        cls.hashserv_address = "127.0.0.1:%d" % closed_port()
+        cls.hashserv_address = "127.0.0.1:%d" % free_port()
         cls.hashserv = HashServer(cls.producer, address=cls.hashserv_address, read_only=True,
                                   database=os.path.join(cls.producer, "persistent", "hashserv.db"))
         lsbs = sorted(os.listdir(os.path.join(cls.producer, "sstate-cache")))
@@ -466,7 +459,7 @@ class EquivCacheClassTests(OESelftestTestCase):
     def test_rules_on_real_configurations(self):
         """Each rule, on a real configuration parsed by bitbake, names itself with the values involved."""
         import importlib.util
-        closed = "127.0.0.1:%d" % closed_port()
+        closed = "127.0.0.1:%d" % free_port()
         lsb_dir = os.path.join(self.workdir, "other-host-mirror")
         os.makedirs(os.path.join(lsb_dir, "sstate-cache"))
         write_descriptor(lsb_dir, [self.hashserv_address], ["fedora-40"])
