@@ -8,6 +8,11 @@
 #
 #   INHERIT += "equivcache"
 #
+# With BB_SIGNATURE_HANDLER = "EquivCacheHash" it also reports, at the end of
+# each build, what the sstate cache and the hash equivalence server gave and
+# why each missed setscene task missed: one line, and a JSON document in
+# ${LOG_DIR}/equivcache/ (lib/equivcache/report.py).
+#
 # The rules live in lib/equivcache/rules.py; this class only hands them the
 # datastore (lib/equivcache/check.py). No task reads these variables, so the
 # class changes no task signature.
@@ -38,4 +43,13 @@ python equivcache_config_parsed() {
         equivcache.check.on_config_parsed(e.data)
     else:
         equivcache.check.forget_reports(e.data)
+}
+
+addhandler equivcache_report
+equivcache_report[eventmask] = "bb.event.BuildStarted bb.event.BuildCompleted \
+    bb.runqueue.sceneQueueTaskStarted bb.runqueue.sceneQueueTaskCompleted bb.runqueue.sceneQueueTaskFailed \
+    bb.runqueue.runQueueTaskStarted bb.runqueue.runQueueTaskFailed"
+python equivcache_report() {
+    import equivcache.check
+    equivcache.check.on_build_event(e, e.data)
 }

@@ -7,6 +7,8 @@
 #   <cache>/index.json         the objects present (served)
 #   <cache>/sstate-cache/      sstate objects, as SSTATE_DIR lays them out (served)
 #   <cache>/downloads/         source archives, as DL_DIR has them (served)
+#   <cache>/siginfo/           the signature data of every task the producers
+#                              ran, as STAMPS_DIR has it (served, for equivcache-doctor)
 #   <cache>/hashserv.db        the hash equivalence database (SQLite backend)
 #   <cache>/server/            private, mode 0700: server.json, admin.json
 #                              (mode 0600), the write socket, state.json, serve.log
@@ -19,10 +21,10 @@ from datetime import datetime, timezone
 
 INDEX = "index.json"
 INDEX_FORMAT = "equivcache-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 # What the http mirror serves: nothing else in the cache directory.
-PUBLIC = ("equivcache.json", INDEX, "sstate-cache", "downloads")
+PUBLIC = ("equivcache.json", INDEX, "sstate-cache", "downloads", "siginfo")
 
 # The suffixes of an sstate object, of its signature data and of its signature.
 _SSTATE_SUFFIXES = (".tar.zst.siginfo", ".tar.zst.sig", ".tar.zst")
@@ -42,6 +44,7 @@ class Layout:
         self.index = os.path.join(self.root, INDEX)
         self.sstate = os.path.join(self.root, "sstate-cache")
         self.downloads = os.path.join(self.root, "downloads")
+        self.siginfo = os.path.join(self.root, "siginfo")
         self.database = os.path.join(self.root, "hashserv.db")
         self.private = os.path.join(self.root, "server")
         self.config = os.path.join(self.private, "server.json")
@@ -52,7 +55,7 @@ class Layout:
         self.publish_lock = os.path.join(self.private, "publish.lock")
 
     def create(self):
-        for path in (self.sstate, self.downloads):
+        for path in (self.sstate, self.downloads, self.siginfo):
             os.makedirs(path, exist_ok=True)
         os.makedirs(self.private, mode=0o700, exist_ok=True)
         os.chmod(self.private, 0o700)
@@ -126,11 +129,47 @@ def nativelsbstrings(sstate_dir):
     return found
 
 
-def build_index(sstate_dir, generated=None):
+# A task's signature data in STAMPS_DIR, as bitbake's dump_sigtask() names it:
+# STAMPS_DIR/MULTIMACH_TARGET_SYS/PN/[PE_]PV-PR.do_TASK.sigdata.UNIHASH
+_SIGDATA = re.compile(r"^.+\.(do_[^.]+)\.sigdata\.([0-9a-f]{8,})$")
+
+
+def parse_sigdata_name(relpath):
+    """(recipe, task, unihash) of a sigdata file's path under STAMPS_DIR, or None."""
+    parts = relpath.replace(os.sep, "/").split("/")
+    m = _SIGDATA.match(parts[-1])
+    if not m or len(parts) < 2:
+        return None
+    return parts[-2], m.group(1), m.group(2)
+
+
+def sigdata_files(stamps_dir):
+    """Every task signature file under a STAMPS_DIR (or the cache's siginfo/):
+    (relative path, size, (recipe, task, unihash))."""
+    for top, dirs, files in os.walk(stamps_dir):
+        dirs.sort()
+        for name in sorted(files):
+            if ".sigdata." not in name:
+                continue
+            path = os.path.join(top, name)
+            rel = os.path.relpath(path, stamps_dir)
+            parsed = parse_sigdata_name(rel)
+            if parsed is None or os.path.islink(path):
+                continue
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            yield rel, size, parsed
+
+
+def build_index(sstate_dir, generated=None, siginfo_dir=None):
     """The index document of what sstate_dir holds: one entry per recipe,
     task and unihash, with the path (relative to sstate-cache/) and size of
     its object ("" and 0 when only the signature data is there, as for tasks
-    without an sstate object) and the path of its signature data ("" if none)."""
+    without an sstate object) and the path of its signature data ("" if none).
+    With siginfo_dir (the cache's siginfo/), "signatures" lists the signature
+    data of every task there, paths relative to siginfo/."""
     entries = {}
     for rel, size, (recipe, task, unihash, kind) in sstate_files(sstate_dir):
         if kind == "sig":
@@ -147,6 +186,8 @@ def build_index(sstate_dir, generated=None):
         "version": INDEX_VERSION,
         "generated": generated or utcnow(),
         "objects": [entries[stem] for stem in sorted(entries)],
+        "signatures": [{"recipe": recipe, "task": task, "unihash": unihash, "path": rel}
+                       for rel, _, (recipe, task, unihash) in (sigdata_files(siginfo_dir) if siginfo_dir else ())],
     }
 
 

@@ -30,6 +30,7 @@ server {{
     location = /index.json {{ default_type application/json; expires -1; }}
     location /sstate-cache/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /downloads/ {{ default_type application/octet-stream; disable_symlinks on; }}
+    location /siginfo/ {{ default_type application/octet-stream; disable_symlinks on; }}
 }}
 """
 

@@ -601,8 +601,18 @@ def write_endpoint(layout, bitbake, hashserv, database, db_password=None):
             os.unlink(private)
 
 
+def producer_stamps(builddir):
+    """The STAMPS_DIRs of a build directory: TMPDIR/stamps of each tmp* under it."""
+    try:
+        names = sorted(os.listdir(builddir))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(builddir, n, "stamps") for n in names
+            if n.startswith("tmp") and os.path.isdir(os.path.join(builddir, n, "stamps"))]
+
+
 def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashserv_db=None,
-            database=None, db_password=None, out=sys.stdout):
+            database=None, db_password=None, out=sys.stdout, stamps_dirs=None):
     """Add a producer build's sstate objects, downloads and equivalences to the cache."""
     if not os.path.isdir(builddir):
         raise UsageError("--from %s: no such build directory" % builddir)
@@ -630,6 +640,17 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
                       % (copied, human(size), present, downloads_dir))
         else:
             out.write("downloads: none at %s (pass --downloads-dir with the producer's DL_DIR)\n" % downloads_dir)
+        stamps_dirs = [os.path.abspath(p) for p in stamps_dirs] if stamps_dirs else producer_stamps(builddir)
+        for stamps in stamps_dirs:
+            if not os.path.isdir(stamps):
+                raise UsageError("--stamps-dir %s: no such directory" % stamps)
+            files = [(rel, size) for rel, size, _ in cache.sigdata_files(stamps)]
+            copied, size, present = copy_tree(files, stamps, layout.siginfo, "copying signatures")
+            out.write("signatures: %d files copied (%s), %d already present, from %s\n"
+                      % (copied, human(size), present, stamps))
+        if not stamps_dirs:
+            out.write("signatures: no STAMPS_DIR under %s (pass --stamps-dir with the producer's STAMPS_DIR)\n"
+                      % builddir)
 
         with write_endpoint(layout, bitbake, hashserv, config["database"], db_password) as address:
             with contextlib.closing(hashserv.create_client(address)) as client:
@@ -642,7 +663,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
                   "over by an equivalent output the cache already had\n" % (
                       counts["outhashes"], new_out, counts["unihashes"], new_uni, hashserv_db, counts["remapped"]))
 
-        index = cache.build_index(layout.sstate)
+        index = cache.build_index(layout.sstate, siginfo_dir=layout.siginfo)
         cache.write_json(layout.index, index)
         found = cache.newest_build_configuration(builddir)
         producer = None
@@ -652,7 +673,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
             producer["layers"] = layers
         doc = write_descriptor(layout, producer=producer)
         objects = sum(1 for o in index["objects"] if o["path"])
-        out.write("index: %d objects, %d signatures; descriptor: hashserv %s, nativelsbstrings %s\n" % (
-            objects, sum(1 for o in index["objects"] if o["siginfo"]), ", ".join(doc["hashserv"]),
+        out.write("index: %d objects, %d task signatures; descriptor: hashserv %s, nativelsbstrings %s\n" % (
+            objects, len(index["signatures"]), ", ".join(doc["hashserv"]),
             " ".join(doc["nativelsbstrings"]) or "none"))
     return 0

@@ -10,11 +10,14 @@
 
 import os
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 
 import bb.asyncrpc
+import bb.runqueue
 import bb.siggen
+import bb.utils
 import hashserv.client
 
 try:
@@ -25,6 +28,7 @@ except ImportError as e:
         "the meta layer before meta-equivcache in BBLAYERS (%s)" % e
     ) from e
 
+from equivcache import report
 from equivcache.outage import claim_once, describe_error, outage_message
 
 hashequiv_logger = bb.siggen.hashequiv_logger
@@ -134,11 +138,22 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
             bb.warn(outage_message(self.server, error, during))
 
     def get_unihashes(self, tids):
+        tids = list(tids)
+        record = report.current()
+        asked = [tid for tid in tids if not self.get_cached_unihash(tid)] if record else []
         if not self.equivcache_away:
             try:
-                return super().get_unihashes(tids)
+                start = time.monotonic()
+                answers = super().get_unihashes(tids)
+                if asked:
+                    record.unihash_call(asked, answers, self.taskhash, time.monotonic() - start)
+                return answers
             except ServerAway as e:
+                if record:
+                    record.unihash_error()
                 self.equivcache_server_away(e.error, "querying unihashes")
+        if record:
+            record.unihashes_guessed(asked)
 
         # As OEEquivHash does for a task the server does not know: the
         # unihash is the task hash, unless this build already has one.
@@ -156,6 +171,8 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
             try:
                 return super().unihashes_exist(query)
             except ServerAway as e:
+                if report.current():
+                    report.current().unihash_error()
                 self.equivcache_server_away(e.error, "checking unihashes")
         return {key: False for key in query}
 
@@ -183,6 +200,36 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
                 self.equivcache_server_away(e.error, "reporting an equivalence")
             return False
 
+    def checkhashes(self, sq_data, missed, found, d):
+        """Called by sstate_checkhashes with what it found (locally or on a
+        mirror) and missed: recorded for the build report."""
+        super().checkhashes(sq_data, missed, found, d)
+        record = report.current()
+        if record is None:
+            return
+        try:
+            sstate_dir = d.getVar("SSTATE_DIR")
+            entries = {}
+            for tid in sq_data["hash"]:
+                path = os.path.join(sstate_dir, sstate_object(sq_data, tid, d))
+                if tid in missed:
+                    where = "missed"
+                else:
+                    # A mirror object is only checked, not yet downloaded.
+                    where = "local" if os.path.exists(path) else "mirror"
+                entries[tid] = {
+                    "recipe": self.tidtopn.get(tid) or bb.runqueue.fn_from_tid(tid),
+                    "task": bb.runqueue.taskname_from_tid(tid),
+                    "unihash": sq_data["unihash"][tid],
+                    "taskhash": sq_data["hash"][tid],
+                    "where": where,
+                    "path": path,
+                }
+            record.sstate_checked(entries)
+        except Exception as e:
+            # The report never breaks a build.
+            hashequiv_logger.debug("equivcache: cannot record the sstate check: %s" % describe_error(e))
+
     def save_unitaskhashes(self):
         # Unihashes guessed while the server was away must not outlive this
         # build: saved, they would be taken from the cache next time instead
@@ -191,6 +238,26 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
             hashequiv_logger.debug("Not saving the unihash cache: hash equivalence server %s was away" % self.server)
             return
         super().save_unitaskhashes()
+
+
+# Tasks whose sstate object is named by their BB_HASHFILENAME's third field
+# (as in sstate.bbclass's sstate_checkhashes, which keeps this in a local function).
+_SHARED_SPEC_TASKS = ("fetch", "unpack", "patch", "populate_lic", "preconfigure")
+
+
+def sstate_object(sq_data, tid, d):
+    """The path of tid's sstate object relative to SSTATE_DIR, as
+    sstate_checkhashes computes it (sstate.bbclass's generate_sstatefn)."""
+    splithashfn = sq_data["hashfn"][tid].split(" ")
+    spec = splithashfn[1]
+    extrapath = d.getVar("NATIVELSBSTRING") + "/" if splithashfn[0] == "True" else ""
+    tname = bb.runqueue.taskname_from_tid(tid)[3:]
+    if tname in _SHARED_SPEC_TASKS and splithashfn[2]:
+        spec = splithashfn[2]
+        extrapath = ""
+    name = bb.utils.better_eval("generate_sstatefn(spec, unihash, tname, False, d)",
+                                {"spec": spec, "unihash": sq_data["unihash"][tid], "tname": tname, "d": d})
+    return extrapath + name
 
 
 # Insert the class into siggen's namespace so BB_SIGNATURE_HANDLER can select it

@@ -54,13 +54,32 @@ def test_index_objects_and_signatures(tmp_path):
     touch(os.path.join(sstate, only_sig))
     touch(os.path.join(sstate, "ad/72/.tmp-123-partial"))
     index = cache.build_index(sstate, generated="2026-01-01T00:00:00Z")
-    assert index["format"] == "equivcache-index" and index["version"] == 1
+    assert index["format"] == "equivcache-index" and index["version"] == 2
+    assert index["signatures"] == []
     assert index["objects"] == [
         {"recipe": "b", "task": "do_fetch", "unihash": "012f" + H[4:], "path": "", "size": 0, "siginfo": only_sig},
         {"recipe": "a", "task": "do_populate_sysroot", "unihash": H, "path": obj, "size": 5,
          "siginfo": obj + ".siginfo"},
     ]
     json.dumps(index)
+
+
+def test_index_task_signatures(tmp_path):
+    """The producer's STAMPS_DIR sigdata, as publish copies it to siginfo/: one entry per task run."""
+    siginfo = str(tmp_path / "siginfo")
+    names = ["x86_64-linux/equivcache-a-native/1.0-r0.do_compile.sigdata." + H,
+             "core2-64-poky-linux/base-files/3.0.14-r0.do_install.sigdata." + "0" * 64,
+             "x86_64-linux/equivcache-a-native/1.0-r0.do_compile." + H,               # a stamp
+             "x86_64-linux/equivcache-a-native/1.0-r0.do_compile.sigdata.notahash",   # not bitbake's
+             "x86_64-linux/equivcache-a-native/1.0-r0.do_compile.sigbasedata." + H]   # -S without runtime data
+    for name in names:
+        touch(os.path.join(siginfo, name))
+    index = cache.build_index(str(tmp_path / "sstate"), generated="2026-01-01T00:00:00Z", siginfo_dir=siginfo)
+    assert index["signatures"] == [
+        {"recipe": "base-files", "task": "do_install", "unihash": "0" * 64, "path": names[1]},
+        {"recipe": "equivcache-a-native", "task": "do_compile", "unihash": H, "path": names[0]},
+    ]
+    assert cache.parse_sigdata_name("1.0-r0.do_compile.sigdata." + H) is None
 
 
 def test_download_files_skip_fetcher_state(tmp_path):

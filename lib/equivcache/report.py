@@ -1,0 +1,285 @@
+# SPDX-License-Identifier: MIT
+#
+# The build report: what the sstate cache and the hash equivalence server gave
+# one build, and why each setscene task that missed did. Pure Python: no bb
+# import, so plain pytest exercises it.
+#
+# The cooker fills one BuildRecord per build: EquivCacheHash with the
+# unihash queries and the sstate check (its checkhashes hook, which
+# sstate_checkhashes calls with what it found locally and on the mirrors),
+# equivcache.bbclass with the runqueue's events. At BuildCompleted the class
+# writes document() as JSON under ${LOG_DIR}/equivcache/ and prints
+# summary_line(). The document's schema is schemas/report-v1.json.
+
+import os
+import time
+
+FORMAT = "equivcache-report"
+VERSION = 1
+SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "report-v%d.json" % VERSION)
+
+# Why a setscene task missed, most specific first.
+SERVER_UNREACHABLE = "server-unreachable"   # its unihash was guessed: the server was away
+DOWNLOAD_FAILED = "download-failed"         # the mirror had it, the setscene task failed
+OTHER_UNIHASH = "other-unihash"             # the mirror has the recipe's task, under another unihash
+NOT_ON_MIRROR = "not-on-mirror"             # the mirror has no object of the recipe's task
+UNKNOWN = "unknown"                         # not on the mirror under this unihash; no index to tell more
+CLASSES = (SERVER_UNREACHABLE, DOWNLOAD_FAILED, OTHER_UNIHASH, NOT_ON_MIRROR, UNKNOWN)
+
+CLASS_TEXT = {
+    SERVER_UNREACHABLE: "unihash guessed while the hash server was away",
+    DOWNLOAD_FAILED: "download failed",
+    OTHER_UNIHASH: "on the mirror under another unihash",
+    NOT_ON_MIRROR: "not on the mirror at all",
+    UNKNOWN: "not on the mirror under this unihash",
+}
+
+# The record of the build the cooker runs now (None in task workers and
+# before the first build): set at BuildStarted by the class.
+_current = None
+
+
+def start(name="", targets=(), server=""):
+    global _current
+    _current = BuildRecord(name, targets)
+    _current.server = server
+    return _current
+
+
+def current():
+    return _current
+
+
+def finish():
+    """The record of the build that ends, no longer current."""
+    global _current
+    record, _current = _current, None
+    return record
+
+
+# How many other unihashes of a missed task the report lists.
+MAX_OTHER_UNIHASHES = 3
+
+
+class BuildRecord:
+    """What one build got from the cache, filled in the cooker as it happens."""
+
+    def __init__(self, name="", targets=(), started=None):
+        self.name = name
+        self.targets = list(targets)
+        self.started = time.time() if started is None else started
+        # The first sstate check: {tid: {"recipe", "task", "unihash", "taskhash", "where", "path"}}
+        self.checked = None
+        self.first = {"wanted": 0, "local": 0, "mirror": 0, "missed": 0}
+        self.rechecked = 0
+        self.found_on_recheck = 0
+        # Setscene tasks: start times, the ones that completed and failed
+        self.scene_started = {}
+        self.scene_completed = set()
+        self.scene_failed = set()
+        self.downloads = []          # (tid, bytes, seconds)
+        # Real tasks
+        self.tasks_run = 0
+        self.tasks_noexec = 0
+        self.tasks_failed = 0
+        # The hash equivalence server
+        self.server = ""
+        self.queries = 0
+        self.equivalent = 0
+        self.errors = 0
+        self.calls = 0
+        self.latency_total = 0.0
+        self.latency_max = 0.0
+        self.guessed = set()
+
+    # -- EquivCacheHash ---------------------------------------------------
+
+    def unihash_call(self, asked, answers, taskhashes, seconds):
+        """A query of the server for the tids in asked, answered."""
+        self.calls += 1
+        self.queries += len(asked)
+        self.latency_total += seconds
+        self.latency_max = max(self.latency_max, seconds)
+        self.equivalent += sum(1 for tid in asked if answers.get(tid) and answers[tid] != taskhashes[tid])
+
+    def unihash_error(self):
+        self.errors += 1
+
+    def unihashes_guessed(self, tids):
+        self.guessed.update(tids)
+
+    def sstate_checked(self, entries):
+        """One call of sstate_checkhashes: {tid: entry}, entry["where"] being
+        "local", "mirror" or "missed". The first call of a build is the one
+        whose numbers bitbake prints as its Sstate summary; later calls
+        recheck tasks whose unihash changed while the build ran."""
+        if self.checked is None:
+            self.checked = dict(entries)
+            where = [e["where"] for e in entries.values()]
+            self.first = {"wanted": len(where), "local": where.count("local"),
+                          "mirror": where.count("mirror"), "missed": where.count("missed")}
+            return
+        self.rechecked += len(entries)
+        for tid, entry in entries.items():
+            before = self.checked.get(tid)
+            if entry["where"] != "missed" and (before is None or before["where"] == "missed"):
+                self.found_on_recheck += 1
+            self.checked[tid] = entry
+
+    # -- runqueue events --------------------------------------------------
+
+    def task_started(self, noexec):
+        if noexec:
+            self.tasks_noexec += 1
+        else:
+            self.tasks_run += 1
+
+    def task_failed(self):
+        self.tasks_failed += 1
+
+    def scene_task_started(self, tid, when=None):
+        self.scene_started[tid] = time.time() if when is None else when
+
+    def scene_task_completed(self, tid, when=None):
+        """A setscene task succeeded. For an object from the mirror, the
+        bytes now in SSTATE_DIR and the time from the task's start to the
+        arrival of the last file (its ctime, which no fetcher sets; of the
+        link itself when a file:// mirror's fetcher linked it)."""
+        self.scene_completed.add(tid)
+        entry = (self.checked or {}).get(tid)
+        if not entry or entry["where"] != "mirror" or not entry.get("path"):
+            return
+        size, arrived = 0, None
+        for path in (entry["path"], entry["path"] + ".siginfo"):
+            try:
+                size += os.stat(path).st_size
+                ctime = os.lstat(path).st_ctime
+            except OSError:
+                continue
+            arrived = ctime if arrived is None else max(arrived, ctime)
+        if arrived is None:
+            return
+        start = self.scene_started.get(tid, arrived)
+        self.downloads.append((tid, size, max(0.0, arrived - start)))
+
+    def scene_task_failed(self, tid):
+        self.scene_failed.add(tid)
+
+    # -- the result -------------------------------------------------------
+
+    def misses(self, index=None):
+        """[(tid, entry, class, other unihashes)] of every setscene task the
+        cache did not give: missed by the check, or found on the mirror and
+        failed. index: mirror_index() of the mirror's index.json, or None."""
+        result = []
+        for tid, entry in sorted((self.checked or {}).items()):
+            if entry["where"] == "missed":
+                cls, others = classify(entry, tid in self.guessed, index)
+            elif entry["where"] == "mirror" and tid in self.scene_failed:
+                cls, others = DOWNLOAD_FAILED, []
+            else:
+                continue
+            result.append((tid, entry, cls, others))
+        return result
+
+    def document(self, index=None, index_source=None, succeeded=True, finished=None):
+        misses = self.misses(index)
+        counts = {cls: 0 for cls in CLASSES}
+        for _, _, cls, _ in misses:
+            counts[cls] += 1
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "build": {
+                "name": self.name,
+                "targets": self.targets,
+                "started": iso(self.started),
+                "finished": iso(time.time() if finished is None else finished),
+                "succeeded": bool(succeeded),
+            },
+            "setscene": dict(self.first, rechecked=self.rechecked, found_on_recheck=self.found_on_recheck,
+                             completed=len(self.scene_completed), failed=len(self.scene_failed)),
+            "downloads": {
+                "objects": len(self.downloads),
+                "bytes": sum(b for _, b, _ in self.downloads),
+                "seconds": round(sum(s for _, _, s in self.downloads), 3),
+            },
+            "hashserv": {
+                "server": self.server,
+                "queries": self.queries,
+                "equivalent": self.equivalent,
+                "errors": self.errors,
+                "guessed": len(self.guessed),
+                "calls": self.calls,
+                "latency_ms": {
+                    "mean": round(1000 * self.latency_total / self.calls, 3) if self.calls else 0.0,
+                    "max": round(1000 * self.latency_max, 3),
+                    "total": round(1000 * self.latency_total, 3),
+                },
+            },
+            "tasks": {"run": self.tasks_run, "noexec": self.tasks_noexec, "failed": self.tasks_failed},
+            "misses": {
+                "index": index_source,
+                "counts": counts,
+                "tasks": [
+                    {"recipe": e["recipe"], "task": e["task"], "unihash": e["unihash"], "taskhash": e["taskhash"],
+                     "class": cls, "mirror_unihashes": others[:MAX_OTHER_UNIHASHES]}
+                    for _, e, cls, others in misses
+                ],
+            },
+        }
+
+
+def mirror_index(doc):
+    """{(recipe, task): {unihash, ...}} of the objects an index.json lists
+    (cache.build_index's document)."""
+    found = {}
+    for obj in doc.get("objects", []):
+        if obj.get("path"):
+            found.setdefault((obj["recipe"], obj["task"]), set()).add(obj["unihash"])
+    return found
+
+
+def classify(entry, guessed, index):
+    """(class, other unihashes on the mirror) of a task the sstate check missed."""
+    if guessed:
+        return SERVER_UNREACHABLE, []
+    if index is None:
+        return UNKNOWN, []
+    others = sorted(index.get((entry["recipe"], entry["task"]), set()) - {entry["unihash"]})
+    return (OTHER_UNIHASH, others) if others else (NOT_ON_MIRROR, [])
+
+
+def iso(when):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+def summary_line(doc, path=None):
+    """The one line printed at the end of a build."""
+    s, dl, hs, t = doc["setscene"], doc["downloads"], doc["hashserv"], doc["tasks"]
+    parts = ["setscene %d wanted: %d local, %d mirror" % (s["wanted"], s["local"], s["mirror"])]
+    if dl["objects"]:
+        parts[-1] += " (%d downloaded, %s in %.1f s)" % (dl["objects"], human_bytes(dl["bytes"]), dl["seconds"])
+    counts = doc["misses"]["counts"]
+    why = ", ".join("%d %s" % (counts[c], CLASS_TEXT[c]) for c in CLASSES if counts[c])
+    parts[-1] += ", %d missed%s" % (s["missed"], " (%s)" % why if why else "")
+    if s["found_on_recheck"]:
+        parts[-1] += ", %d found later by equivalence" % s["found_on_recheck"]
+    server = "hash server: %d queries, %d equivalent" % (hs["queries"], hs["equivalent"])
+    if hs["calls"]:
+        server += ", %.1f ms per call" % hs["latency_ms"]["mean"]
+    if hs["errors"]:
+        server += ", %d errors (%d unihashes guessed)" % (hs["errors"], hs["guessed"])
+    parts.append(server)
+    parts.append("%d tasks run" % t["run"] + (", %d failed" % t["failed"] if t["failed"] else ""))
+    line = "equivcache: " + "; ".join(parts)
+    if path:
+        line += "; report %s" % path
+    return line
