@@ -18,6 +18,7 @@ import time
 LAYERDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(LAYERDIR, "scripts", "equivcache-server")
 CLIENT = os.path.join(LAYERDIR, "scripts", "equivcache-client")
+DOCTOR = os.path.join(LAYERDIR, "scripts", "equivcache-doctor")
 
 
 def free_port(host="127.0.0.1"):

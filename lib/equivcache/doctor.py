@@ -23,7 +23,7 @@ VERSION = 1
 SETSCENE_TASKS = frozenset((
     "do_populate_sysroot", "do_populate_lic", "do_package", "do_packagedata", "do_package_qa",
     "do_package_write_ipk", "do_package_write_rpm", "do_package_write_deb", "do_package_write_tar",
-    "do_deploy", "do_deploy_source_date_epoch", "do_create_spdx", "do_create_runtime_spdx",
+    "do_deploy", "do_deploy_source_date_epoch", "do_create_spdx", "do_create_runtime_spdx", "do_recipe_qa",
     "do_populate_sdk", "do_populate_sdk_ext", "do_image_complete", "do_deploy_archives",
 ))
 

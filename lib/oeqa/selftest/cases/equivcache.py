@@ -31,7 +31,7 @@ CHAIN = ("equivcache-a-native", "equivcache-b-native", "equivcache-c-native")
 LAYERDIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 
 sys.path.insert(0, os.path.join(LAYERDIR, "tests"))
-from equivcache_support import CLIENT, SERVER, CacheServer, PostgreSQL, free_port  # noqa: E402
+from equivcache_support import CLIENT, DOCTOR, SERVER, CacheServer, PostgreSQL, free_port  # noqa: E402
 
 TASK_RE = re.compile(r"^NOTE: recipe (\S+)-[^-\s]+-r\d+: task (do_\S+): Started$", re.MULTILINE)
 
@@ -64,6 +64,18 @@ def sstate_summary(output):
     """(wanted, mirrors, missed) from bitbake's "Sstate summary" line."""
     m = re.search(r"Sstate summary: Wanted (\d+) Local \d+ Mirrors (\d+) Missed (\d+)", output)
     return tuple(int(g) for g in m.groups()) if m else None
+
+
+def full_sstate_summary(output):
+    """{"wanted", "local", "mirror", "missed"} from bitbake's "Sstate summary" line."""
+    m = re.search(r"Sstate summary: Wanted (\d+) Local (\d+) Mirrors (\d+) Missed (\d+)", output)
+    return dict(zip(("wanted", "local", "mirror", "missed"), map(int, m.groups()))) if m else None
+
+
+def tasks_summary(output):
+    """(attempted, not rerun) from bitbake's "Tasks Summary" line."""
+    m = re.search(r"Tasks Summary: Attempted (\d+) tasks of which (\d+) didn't need to be rerun", output)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def fresh_bitbake_server(builddir, deadline=60):
@@ -367,12 +379,12 @@ class EquivCacheClassTests(OESelftestTestCase):
         shutil.rmtree(self.workdir, ignore_errors=True)
         os.makedirs(self.workdir)
 
-    def consumer(self, extra, inherit=True):
+    def consumer(self, extra, inherit=True, workdir=None):
         """A fresh consumer with the producer's metadata (the equivalent change included)."""
         self.write_config(
             'TMPDIR = "{w}/tmp"\nSSTATE_DIR = "{w}/sstate-cache"\nPERSISTENT_DIR = "{w}/persistent"\n'
             'EQUIVCACHE_TEST_SAME_OUTPUT = "1"\n{inherit}{extra}\n'.format(
-                w=self.workdir, inherit='INHERIT += "equivcache"\n' if inherit else "", extra=extra))
+                w=workdir or self.workdir, inherit='INHERIT += "equivcache"\n' if inherit else "", extra=extra))
 
     def build(self, options="", expect_status=0):
         fresh_bitbake_server(self.builddir)
@@ -592,3 +604,129 @@ class EquivCacheClassTests(OESelftestTestCase):
         self.assertIn("equivcache-a-native:do_compile", executed_tasks(output), msg=output)
         after = database_rows(database)
         self.assertGreater(after["outhashes_v2"], before["outhashes_v2"], msg=output)
+
+
+    # The build report and equivcache-doctor (issue 5), on a published cache.
+
+    def build_report(self, workdir=None):
+        path = os.path.join(workdir or self.workdir, "tmp", "log", "equivcache", "latest.json")
+        with open(path) as f:
+            return json.load(f)
+
+    def assert_report_matches_bitbake(self, output, report):
+        """The report's numbers are bitbake's own: its Sstate summary and Tasks Summary."""
+        self.assertEqual({k: report["setscene"][k] for k in ("wanted", "local", "mirror", "missed")},
+                         full_sstate_summary(output), msg=output)
+        attempted, not_rerun = tasks_summary(output)
+        self.assertEqual(report["tasks"]["run"] + report["tasks"]["noexec"], attempted - not_rerun, msg=output)
+        self.assertEqual(report["tasks"]["run"], len([t for t in executed_tasks(output)
+                                                      if not t.endswith("_setscene")]), msg=output)
+        self.assertEqual(len(report["misses"]["tasks"]), report["setscene"]["missed"], msg=report)
+        line = [l for l in output.splitlines() if l.startswith("equivcache: setscene ")]
+        self.assertEqual(len(line), 1, msg=output)
+        self.assertIn("%d wanted: %d local, %d mirror" % (report["setscene"]["wanted"], report["setscene"]["local"],
+                                                         report["setscene"]["mirror"]), line[0])
+
+    def test_report_seed_scenario(self):
+        """The build report in the seed's scenario: mirror without upstream (misses), then with it (100%)."""
+        cache_dir, server, _ = self.publish_and_serve("cache")
+        mirror = "file://.* %s/sstate-cache/PATH;downloadfilename=PATH" % server.url
+        base = ('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\n'
+                'SSTATE_MIRRORS = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\n' % mirror)
+
+        partial = os.path.join(self.workdir, "partial")
+        self.consumer(base, workdir=partial)
+        output = self.build()
+        report = self.build_report(partial)
+        self.assert_report_matches_bitbake(output, report)
+        self.assertGreater(report["setscene"]["missed"], 0, msg=output)
+        self.assertGreater(report["setscene"]["mirror"], 0, msg=output)
+        # Every miss is on the mirror under the unihash the producer's server knows.
+        self.assertEqual(report["misses"]["index"], server.url + "/index.json")
+        self.assertEqual({t["class"] for t in report["misses"]["tasks"]}, {"other-unihash"}, msg=report)
+        self.assertEqual(report["misses"]["counts"]["other-unihash"], report["setscene"]["missed"])
+        self.assertTrue(all(t["mirror_unihashes"] for t in report["misses"]["tasks"]), msg=report)
+        self.assertIn("equivcache-a-native:do_populate_sysroot",
+                      ["%s:%s" % (t["recipe"], t["task"]) for t in report["misses"]["tasks"]])
+        self.assertEqual(report["hashserv"]["equivalent"], 0, msg=report)
+        self.assertEqual(report["hashserv"]["errors"], 0, msg=report)
+        self.assertGreater(report["downloads"]["objects"], 0, msg=report)
+        self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
+
+        full = os.path.join(self.workdir, "full")
+        self.consumer(base + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % server.hashserv, workdir=full)
+        output = self.build()
+        report = self.build_report(full)
+        self.assert_report_matches_bitbake(output, report)
+        self.assertEqual(report["setscene"]["missed"], 0, msg=output)
+        self.assertEqual(report["setscene"]["mirror"], report["setscene"]["wanted"], msg=output)
+        self.assertEqual(report["tasks"]["run"], 0, msg=output)
+        self.assertEqual(report["misses"]["tasks"], [])
+        # The equivalent change: the upstream answers A's new task hashes with the old unihashes.
+        self.assertGreater(report["hashserv"]["equivalent"], 0, msg=report)
+        self.assertGreater(report["hashserv"]["queries"], report["hashserv"]["equivalent"], msg=report)
+        self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
+
+    def doctor(self, *targets):
+        result = runCmd([DOCTOR, "--json"] + list(targets or [TARGET]), ignore_status=True)
+        self.assertEqual(result.status, 0, msg=result.output)
+        return json.loads(result.output)
+
+    def differing_tasks(self, base, drift):
+        """The chain's "recipe:task"s whose task hash the drift changes, by bitbake -S none."""
+        sigs = []
+        for extra in ("", drift):
+            stamps = os.path.join(self.workdir, "stamps-%d" % len(sigs))
+            self.consumer(base + 'STAMPS_DIR = "%s"\n' % stamps + extra)
+            self.build(options="-S none")
+            sigs.append(signatures(stamps))
+        return {k for k in sigs[0] if sigs[0][k][0] != sigs[1].get(k, (None,))[0]}
+
+    def test_doctor_names_drift(self):
+        """One drift in A: the report's misses, and the doctor names the variable, its values and its cost."""
+        cache_dir, server, output = self.publish_and_serve("cache")
+        self.assertRegex(output, r"signatures: [1-9]\d* files copied")
+        base = 'EQUIVCACHE_SERVER = "%s"\n' % server.url
+        drift_a = 'EQUIVCACHE_TEST_NEW_OUTPUT = "1"\n'
+        drift_c = 'EQUIVCACHE_TEST_C_OUTPUT = "1"\n'
+        cost_a = self.differing_tasks(base, drift_a)
+        cost_c = self.differing_tasks(base, drift_c)
+        self.assertIn("equivcache-a-native:do_compile", cost_a)
+        self.assertIn("equivcache-c-native:do_populate_sysroot", cost_c)
+        self.assertGreater(len(cost_a), len(cost_c))
+
+        self.consumer(base + drift_a)
+        stamps = get_bb_var("STAMPS_DIR")
+        before = sorted(glob.glob(os.path.join(stamps, "**", "*.sigdata.*"), recursive=True))
+        diagnosis = self.doctor()
+        self.assertEqual(sorted(glob.glob(os.path.join(stamps, "**", "*.sigdata.*"), recursive=True)), before,
+                         msg="equivcache-doctor left signature files behind")
+        self.assertEqual(diagnosis["index"], server.url + "/index.json")
+        self.assertEqual(len(diagnosis["causes"]), 1, msg=diagnosis)
+        cause = diagnosis["causes"][0]
+        self.assertEqual((cause["kind"], cause["name"], cause["mirror"], cause["local"]),
+                         ("variable", "EQUIVCACHE_TEST_NEW_OUTPUT", "0", "1"), msg=cause)
+        self.assertEqual(cause["roots"][0], "equivcache-a-native:do_compile", msg=cause)
+        self.assertEqual(cause["tasks"], len(cost_a), msg="%s\n%s" % (cause, sorted(cost_a)))
+        self.assertIn("Variable EQUIVCACHE_TEST_NEW_OUTPUT value changed from '0' to '1'", cause["bitbake"])
+        human = runCmd([DOCTOR, TARGET]).output
+        self.assertIn('EQUIVCACHE_TEST_NEW_OUTPUT differs (yours "1", the mirror\'s "0"): %d tasks' % len(cost_a),
+                      human)
+        self.assertIn("root equivcache-a-native:do_compile", human)
+
+        # The build: the setscene tasks the drift changes miss, on the mirror under another unihash.
+        output = self.build()
+        report = self.build_report()
+        self.assert_report_matches_bitbake(output, report)
+        missed = {"%s:%s" % (t["recipe"], t["task"]) for t in report["misses"]["tasks"]}
+        self.assertEqual(len(missed), cause["setscene_tasks"], msg="%s\n%s" % (sorted(missed), cause))
+        self.assertTrue(missed <= cost_a, msg=sorted(missed))
+        self.assertEqual({t["class"] for t in report["misses"]["tasks"]}, {"other-unihash"}, msg=report)
+
+        # Two drifts: ranked by cost, A's first.
+        self.consumer(base + drift_a + drift_c)
+        causes = self.doctor()["causes"]
+        self.assertEqual([(c["name"], c["tasks"]) for c in causes],
+                         [("EQUIVCACHE_TEST_NEW_OUTPUT", len(cost_a)), ("EQUIVCACHE_TEST_C_OUTPUT", len(cost_c))],
+                         msg=causes)
+        self.assertEqual(causes[1]["roots"][0], "equivcache-c-native:do_compile", msg=causes)
