@@ -679,7 +679,8 @@ class EquivCacheClassTests(OESelftestTestCase):
         """The chain's "recipe:task"s whose task hash the drift changes, by bitbake -S none."""
         sigs = []
         for extra in ("", drift):
-            stamps = os.path.join(self.workdir, "stamps-%d" % len(sigs))
+            # A directory of its own for each run: signatures() reads every sigdata file there.
+            stamps = os.path.join(self.workdir, "stamps-%d" % len(glob.glob(os.path.join(self.workdir, "stamps-*"))))
             # STAMPS_DIR is not part of the configuration hash: a parse cached
             # under an otherwise equal configuration would keep the old
             # stamps (and so would the doctor's). EQUIVCACHE_TEST_PARSE,
