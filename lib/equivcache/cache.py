@@ -84,14 +84,15 @@ def parse_sstate_name(relpath):
     return fields[1], "do_" + task, unihash, kind
 
 
-def sstate_files(sstate_dir):
-    """Every sstate file under sstate_dir: (relative path, size, parsed name)."""
-    for top, dirs, files in os.walk(sstate_dir):
+def _named_files(root, parse):
+    """(relative path, size, parse(relative path)) of every regular file
+    under root whose name parse() understands (it returns None for others)."""
+    for top, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(top, name)
-            rel = os.path.relpath(path, sstate_dir)
-            parsed = parse_sstate_name(rel)
+            rel = os.path.relpath(path, root)
+            parsed = parse(rel)
             if parsed is None or os.path.islink(path):
                 continue
             try:
@@ -99,6 +100,11 @@ def sstate_files(sstate_dir):
             except FileNotFoundError:
                 continue
             yield rel, size, parsed
+
+
+def sstate_files(sstate_dir):
+    """Every sstate file under sstate_dir: (relative path, size, parsed name)."""
+    return _named_files(sstate_dir, parse_sstate_name)
 
 
 def download_files(dl_dir):
@@ -146,21 +152,7 @@ def parse_sigdata_name(relpath):
 def sigdata_files(stamps_dir):
     """Every task signature file under a STAMPS_DIR (or the cache's siginfo/):
     (relative path, size, (recipe, task, unihash))."""
-    for top, dirs, files in os.walk(stamps_dir):
-        dirs.sort()
-        for name in sorted(files):
-            if ".sigdata." not in name:
-                continue
-            path = os.path.join(top, name)
-            rel = os.path.relpath(path, stamps_dir)
-            parsed = parse_sigdata_name(rel)
-            if parsed is None or os.path.islink(path):
-                continue
-            try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                continue
-            yield rel, size, parsed
+    return _named_files(stamps_dir, parse_sigdata_name)
 
 
 def build_index(sstate_dir, generated=None, siginfo_dir=None):
@@ -184,15 +176,25 @@ def build_index(sstate_dir, generated=None, siginfo_dir=None):
     return {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
-        "generated": generated or utcnow(),
+        "generated": generated or utc_iso(),
         "objects": [entries[stem] for stem in sorted(entries)],
         "signatures": [{"recipe": recipe, "task": task, "unihash": unihash, "path": rel}
                        for rel, _, (recipe, task, unihash) in (sigdata_files(siginfo_dir) if siginfo_dir else ())],
     }
 
 
-def utcnow():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_iso(when=None):
+    """when (seconds since the epoch; default: now) as an ISO 8601 UTC time."""
+    moment = datetime.now(timezone.utc) if when is None else datetime.fromtimestamp(when, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human(size):
+    """A size in bytes, for people: 512 B, 1.5 KiB, 3.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
+        size /= 1024.0
 
 
 def write_atomic(path, text, mode=0o644):

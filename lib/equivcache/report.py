@@ -14,6 +14,8 @@
 import os
 import time
 
+from equivcache.cache import human, utc_iso
+
 FORMAT = "equivcache-report"
 VERSION = 1
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "report-v%d.json" % VERSION)
@@ -41,8 +43,7 @@ _current = None
 
 def start(name="", targets=(), server=""):
     global _current
-    _current = BuildRecord(name, targets)
-    _current.server = server
+    _current = BuildRecord(name, targets, server=server)
     return _current
 
 
@@ -64,7 +65,7 @@ MAX_OTHER_UNIHASHES = 3
 class BuildRecord:
     """What one build got from the cache, filled in the cooker as it happens."""
 
-    def __init__(self, name="", targets=(), started=None):
+    def __init__(self, name="", targets=(), started=None, server=""):
         self.name = name
         self.targets = list(targets)
         self.started = time.time() if started is None else started
@@ -83,7 +84,7 @@ class BuildRecord:
         self.tasks_noexec = 0
         self.tasks_failed = 0
         # The hash equivalence server
-        self.server = ""
+        self.server = server
         self.queries = 0
         self.equivalent = 0
         self.errors = 0
@@ -140,7 +141,7 @@ class BuildRecord:
     def scene_task_started(self, tid, when=None):
         self.scene_started[tid] = time.time() if when is None else when
 
-    def scene_task_completed(self, tid, when=None):
+    def scene_task_completed(self, tid):
         """A setscene task succeeded. For an object from the mirror, the
         bytes now in SSTATE_DIR and the time from the task's start to the
         arrival of the last file (its ctime, which no fetcher sets; of the
@@ -193,8 +194,8 @@ class BuildRecord:
             "build": {
                 "name": self.name,
                 "targets": self.targets,
-                "started": iso(self.started),
-                "finished": iso(time.time() if finished is None else finished),
+                "started": utc_iso(self.started),
+                "finished": utc_iso(finished),
                 "succeeded": bool(succeeded),
             },
             "setscene": dict(self.first, rechecked=self.rechecked, found_on_recheck=self.found_on_recheck,
@@ -250,23 +251,12 @@ def classify(entry, guessed, index):
     return (OTHER_UNIHASH, others) if others else (NOT_ON_MIRROR, [])
 
 
-def iso(when):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-
-
-def human_bytes(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
-
-
 def summary_line(doc, path=None):
     """The one line printed at the end of a build."""
     s, dl, hs, t = doc["setscene"], doc["downloads"], doc["hashserv"], doc["tasks"]
     parts = ["setscene %d wanted: %d local, %d mirror" % (s["wanted"], s["local"], s["mirror"])]
     if dl["objects"]:
-        parts[-1] += " (%d downloaded, %s in %.1f s)" % (dl["objects"], human_bytes(dl["bytes"]), dl["seconds"])
+        parts[-1] += " (%d downloaded, %s in %.1f s)" % (dl["objects"], human(dl["bytes"]), dl["seconds"])
     counts = doc["misses"]["counts"]
     why = ", ".join("%d %s" % (counts[c], CLASS_TEXT[c]) for c in CLASSES if counts[c])
     parts[-1] += ", %d missed%s" % (s["missed"], " (%s)" % why if why else "")

@@ -88,13 +88,6 @@ def import_hashserv(bitbake, workdir):
     return hashserv
 
 
-def human(size):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
-        size /= 1024.0
-
-
 def is_sqlite(database):
     return "://" not in database
 
@@ -301,7 +294,7 @@ def write_descriptor(layout, producer=None):
     doc = {
         "format": desc.FORMAT,
         "version": desc.VERSION,
-        "generated": cache.utcnow(),
+        "generated": cache.utc_iso(),
         "hashserv": addresses,
         "sstate": "sstate-cache",
         "downloads": "downloads",
@@ -362,7 +355,7 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         write_descriptor(layout)
         state = {
             "pid": os.getpid(),
-            "started": cache.utcnow(),
+            "started": cache.utc_iso(),
             "http": mirror.url,
             "hashserv": tcp_address(bind, hashserv_port),
             "bind": bind,
@@ -465,12 +458,12 @@ def status(layout, bitbake=None, out=sys.stdout):
         if parsed[3] == "object":
             objects += 1
             sizes += size
-    lines.append("  %-16s %d objects, %s" % ("sstate-cache", objects, human(sizes)))
+    lines.append("  %-16s %d objects, %s" % ("sstate-cache", objects, cache.human(sizes)))
     files = total = 0
     for _, size in cache.download_files(layout.downloads):
         files += 1
         total += size
-    lines.append("  %-16s %d files, %s" % ("downloads", files, human(total)))
+    lines.append("  %-16s %d files, %s" % ("downloads", files, cache.human(total)))
     doc = load_json(layout.descriptor)
     lines.append("  %-16s %s" % ("descriptor", ("generated " + doc.get("generated", "?")) if doc else "none yet"))
     out.write("\n".join(lines) + "\n")
@@ -632,12 +625,12 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
         files = [(rel, size) for rel, size, _ in cache.sstate_files(sstate_dir)]
         copied, size, present = copy_tree(files, sstate_dir, layout.sstate, "copying sstate")
         out.write("sstate: %d files copied (%s), %d already present, from %s\n"
-                  % (copied, human(size), present, sstate_dir))
+                  % (copied, cache.human(size), present, sstate_dir))
         if os.path.isdir(downloads_dir):
             files = list(cache.download_files(downloads_dir))
             copied, size, present = copy_tree(files, downloads_dir, layout.downloads, "copying downloads")
             out.write("downloads: %d files copied (%s), %d already present, from %s\n"
-                      % (copied, human(size), present, downloads_dir))
+                      % (copied, cache.human(size), present, downloads_dir))
         else:
             out.write("downloads: none at %s (pass --downloads-dir with the producer's DL_DIR)\n" % downloads_dir)
         stamps_dirs = [os.path.abspath(p) for p in stamps_dirs] if stamps_dirs else producer_stamps(builddir)
@@ -647,7 +640,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
             files = [(rel, size) for rel, size, _ in cache.sigdata_files(stamps)]
             copied, size, present = copy_tree(files, stamps, layout.siginfo, "copying signatures")
             out.write("signatures: %d files copied (%s), %d already present, from %s\n"
-                      % (copied, human(size), present, stamps))
+                      % (copied, cache.human(size), present, stamps))
         if not stamps_dirs:
             out.write("signatures: no STAMPS_DIR under %s (pass --stamps-dir with the producer's STAMPS_DIR)\n"
                       % builddir)
