@@ -202,7 +202,6 @@ class Mirror:
         self.objects = set()
         self.object_tasks = set()
         self.signatures = {}     # (recipe, task) -> [(unihash, path relative to the cache root)]
-        self.recipes = set()
         for obj in index.get("objects", []):
             if obj.get("path"):
                 self.objects.add((obj["recipe"], obj["task"], obj["unihash"]))
@@ -225,6 +224,18 @@ class Mirror:
         return [p for _, p in self.signatures.get((task.recipe, task.task), ())]
 
 
+def reachable(starts, neighbours):
+    """Every node reachable from starts (themselves included) through neighbours(node)."""
+    seen, todo = set(), list(starts)
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(neighbours(node))
+    return seen
+
+
 def analyse(tasks, mirror, fetch, load, compare, max_candidates=8):
     """Diagnose the local tasks against the mirror.
 
@@ -238,13 +249,7 @@ def analyse(tasks, mirror, fetch, load, compare, max_candidates=8):
     uncovered = [t for t in setscene if not mirror.covers(t)]
 
     # Every task the uncovered ones depend on, themselves included.
-    closure, todo = set(), [t.pnid for t in uncovered]
-    while todo:
-        pnid = todo.pop()
-        if pnid in closure or pnid not in tasks:
-            continue
-        closure.add(pnid)
-        todo.extend(tasks[pnid].deps)
+    closure = reachable([t.pnid for t in uncovered], lambda p: tasks[p].deps if p in tasks else ()) & tasks.keys()
 
     # Which of them differ from every signature the mirror has. A task the
     # mirror has no signature data for (its producer got it from sstate, or
@@ -261,17 +266,15 @@ def analyse(tasks, mirror, fetch, load, compare, max_candidates=8):
             unknown.append(t)
         else:
             differing.append(t)
-    wanted = []
-    for t in differing:
-        wanted.extend(mirror.candidates(t)[-max_candidates:])
-    files = fetch(sorted(set(wanted)))
+    candidates_of = {t.pnid: mirror.candidates(t)[-max_candidates:] for t in differing}
+    files = fetch(sorted({p for paths in candidates_of.values() for p in paths}))
 
     roots = {}       # pnid -> [Cause]
     for t in differing:
         if t.recipe not in mirror.recipes:
             roots[t.pnid] = [Cause("absent", t.recipe)]
             continue
-        candidates = [(files[p], load(files[p])) for p in mirror.candidates(t)[-max_candidates:] if p in files]
+        candidates = [(files[p], load(files[p])) for p in candidates_of[t.pnid] if p in files]
         candidates = [(f, d) for f, d in candidates if d]
         if not candidates:
             unknown.append(t)
@@ -292,19 +295,9 @@ def analyse(tasks, mirror, fetch, load, compare, max_candidates=8):
         for dep in t.deps:
             dependants.setdefault(dep, set()).add(t.pnid)
 
-    def downstream(pnid):
-        seen, todo = set(), [pnid]
-        while todo:
-            p = todo.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            todo.extend(dependants.get(p, ()))
-        return seen
-
     merged = {}
     for pnid in sorted(roots):
-        reach = downstream(pnid)
+        reach = reachable([pnid], lambda p: dependants.get(p, ()))
         for c in roots[pnid]:
             m = merged.setdefault(c.key(), c)
             m.roots.append(pnid)
