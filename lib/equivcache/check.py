@@ -321,11 +321,8 @@ def on_build_event(e, d):
 def write_report(d, record, succeeded):
     index, source = None, None
     if record.misses():
-        try:
-            timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
-        except ValueError:
-            timeout = 2.0
-        index, source = find_index(d, timeout)
+        # Checked by on_config_parsed, which stops the build on a bad value.
+        index, source = find_index(d, float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2))
     doc = record.document(index, source, succeeded)
     directory = os.path.join(d.getVar("LOG_DIR"), "equivcache")
     name = "%s.json" % (record.name or time.strftime("%Y%m%d%H%M%S"))

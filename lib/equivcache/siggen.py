@@ -128,6 +128,8 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
     def equivcache_server_away(self, error, during):
         """Note that the server is away: warn once per build, then stop asking."""
         self.equivcache_away = True
+        if report.current():
+            report.current().unihash_error()
         hashequiv_logger.debug("Hash equivalence server %s failed while %s: %s" % (self.server, during, describe_error(error)))
         try:
             first = claim_once(self.equivcache_marker, self.equivcache_token)
@@ -149,8 +151,6 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
                     record.unihash_call(asked, answers, self.taskhash, time.monotonic() - start)
                 return answers
             except ServerAway as e:
-                if record:
-                    record.unihash_error()
                 self.equivcache_server_away(e.error, "querying unihashes")
         if record:
             record.unihashes_guessed(asked)
@@ -171,8 +171,6 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
             try:
                 return super().unihashes_exist(query)
             except ServerAway as e:
-                if report.current():
-                    report.current().unihash_error()
                 self.equivcache_server_away(e.error, "checking unihashes")
         return {key: False for key in query}
 
