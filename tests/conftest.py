@@ -1,13 +1,28 @@
 # SPDX-License-Identifier: MIT
 #
-# pytest set-up: the layer's lib/ for every test; poky's bitbake and OE-core
-# libraries (POKY_DIR, as tests/run and the README document) for the
-# integration tests, which need the real bitbake and bitbake-hashserv.
+# pytest set-up: the layer's lib/ for every test (the pure modules and the
+# shared test helpers, lib/oeqa/utils/equivcache.py); bitbake's and
+# OE-core's libraries of the release tree POKY_DIR (as tests/run and the
+# README document) for the integration tests, which call need_bitbake().
 
 import os
 import sys
 
-LAYERDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POKY_DIR = os.environ.get("POKY_DIR", "/opt/yocto/poky-yocto-5.0.15")
+import pytest
 
+LAYERDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(LAYERDIR, "lib"))
+
+from oeqa.utils.equivcache import add_bitbake_to_path, poky_dir  # noqa: E402
+
+POKY_DIR = poky_dir()
+
+
+def need_bitbake():
+    """Put the release tree's bitbake and OE-core libraries on sys.path; a
+    missing tree fails the test module (never skips it)."""
+    try:
+        add_bitbake_to_path(POKY_DIR)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    os.environ["POKY_DIR"] = POKY_DIR   # how the scripts find bitbake

@@ -3,16 +3,12 @@
 # equivcache.check, the datastore side of equivcache.bbclass, on real
 # bitbake datastores and bitbake's own handler registry and address parser.
 
-import os
-import sys
 
 import pytest
 
-from conftest import POKY_DIR
+from conftest import need_bitbake
 
-if not os.path.isfile(os.path.join(POKY_DIR, "bitbake", "lib", "bb", "__init__.py")):
-    pytest.fail("no poky at POKY_DIR=%s: run tests/setup or set POKY_DIR" % POKY_DIR, pytrace=False)
-sys.path[1:1] = [os.path.join(POKY_DIR, "bitbake", "lib"), os.path.join(POKY_DIR, "meta", "lib")]
+need_bitbake()
 
 import importlib  # noqa: E402
 

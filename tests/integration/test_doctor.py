@@ -5,15 +5,12 @@
 
 import json
 import os
-import sys
 
 import pytest
 
-from conftest import POKY_DIR
+from conftest import need_bitbake
 
-if not os.path.isfile(os.path.join(POKY_DIR, "bitbake", "lib", "bb", "__init__.py")):
-    pytest.fail("no poky at POKY_DIR=%s: run tests/setup or set POKY_DIR" % POKY_DIR, pytrace=False)
-sys.path[1:1] = [os.path.join(POKY_DIR, "bitbake", "lib")]
+need_bitbake()
 
 import bb.compress.zstd  # noqa: E402
 import bb.siggen  # noqa: E402

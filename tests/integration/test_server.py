@@ -18,13 +18,10 @@ import urllib.request
 
 import pytest
 
-from conftest import POKY_DIR
-from equivcache_support import SERVER, CacheServer, PostgreSQL, free_port, postgres_bindir, wait_for
+from conftest import need_bitbake
+from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, PostgreSQL, free_port, postgres_bindir, wait_for
 
-if not os.path.isfile(os.path.join(POKY_DIR, "bitbake", "lib", "bb", "__init__.py")):
-    pytest.fail("no poky at POKY_DIR=%s: run tests/setup or set POKY_DIR" % POKY_DIR, pytrace=False)
-sys.path[1:1] = [os.path.join(POKY_DIR, "bitbake", "lib")]
-os.environ["POKY_DIR"] = POKY_DIR   # how the script finds bitbake-hashserv
+need_bitbake()
 
 import bb.asyncrpc  # noqa: E402
 import hashserv  # noqa: E402
@@ -58,13 +55,9 @@ def make_producer(directory, entries, equivs=()):
     are (taskhash, outhash, unihash, recipe, task) reports, equivs
     (taskhash, unihash) report-equiv calls."""
     os.makedirs(os.path.join(directory, "cache"))
-    sock = os.path.join(directory, "cache", "hs.sock")
-    proc = subprocess.Popen([sys.executable, os.path.join(POKY_DIR, "bitbake", "bin", "bitbake-hashserv"),
-                             "--bind", "unix://" + sock, "--database", os.path.join(directory, "cache", "hashserv.db")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = HashServer(os.path.join(directory, "cache"))
     try:
-        wait_for(lambda: os.path.exists(sock), 30, "bitbake-hashserv did not start")
-        with contextlib.closing(hashserv.create_client("unix://" + sock)) as client:
+        with contextlib.closing(hashserv.create_client(server.address)) as client:
             for taskhash, outhash, unihash, recipe, task in entries:
                 got = client.report_unihash(taskhash, METHOD, outhash, unihash, {"PN": recipe, "task": task})
                 unihash = got["unihash"]
@@ -78,8 +71,7 @@ def make_producer(directory, entries, equivs=()):
             for taskhash, unihash in equivs:
                 client.report_unihash_equiv(taskhash, METHOD, unihash)
     finally:
-        proc.terminate()
-        proc.wait()
+        server.stop()
     return rows(os.path.join(directory, "cache", "hashserv.db"))
 
 

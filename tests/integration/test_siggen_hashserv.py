@@ -9,18 +9,14 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 
-from conftest import POKY_DIR
+from conftest import need_bitbake
+from oeqa.utils.equivcache import HashServer
 
-if not os.path.isfile(os.path.join(POKY_DIR, "bitbake", "lib", "bb", "__init__.py")):
-    pytest.fail("no poky at POKY_DIR=%s: run tests/setup or set POKY_DIR" % POKY_DIR, pytrace=False)
-sys.path[1:1] = [os.path.join(POKY_DIR, "bitbake", "lib"), os.path.join(POKY_DIR, "meta", "lib")]
+need_bitbake()
 
 import bb.data  # noqa: E402
 import hashserv  # noqa: E402
@@ -33,38 +29,6 @@ METHOD = "oe.sstatesig.OEOuthashBasic"
 
 def sha256(text):
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def wait_for_socket(path, process, deadline=30):
-    end = time.monotonic() + deadline
-    while True:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError("bitbake-hashserv exited with %s" % process.returncode)
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.connect(path)
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise RuntimeError("nothing listens on %s after %d s" % (path, deadline))
-            time.sleep(0.05)
-
-
-class HashServer:
-    def __init__(self, directory, anon_perms=None):
-        self.socket = os.path.join(directory, "hashserve.sock")
-        self.address = "unix://" + self.socket
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.join(POKY_DIR, "bitbake", "bin", "bitbake-hashserv"),
-             "--bind", self.address, "--database", os.path.join(directory, "hashserv.db")]
-            + (["--anon-perms", anon_perms] if anon_perms else []),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_socket(self.socket, self.process)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
 
 
 class CuttingRelay:

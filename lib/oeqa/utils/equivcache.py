@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: MIT
+#
+# Test helpers of meta-equivcache, written once and used by its oe-selftest
+# cases, its pytest suite and its benchmarks: the layer's paths, the
+# releases' trees, real servers on loopback or unix sockets (bitbake-hashserv,
+# the cache's http mirror, PostgreSQL, equivcache-server serve), and readers
+# of bitbake's output. Standard library only at import time: bitbake's
+# modules are imported where a helper needs them.
+
+import contextlib
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+LAYERDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SERVER = os.path.join(LAYERDIR, "scripts", "equivcache-server")
+CLIENT = os.path.join(LAYERDIR, "scripts", "equivcache-client")
+DOCTOR = os.path.join(LAYERDIR, "scripts", "equivcache-doctor")
+
+# The scarthgap tree that tests/setup fills and tests/run uses (POKY_DIR).
+DEFAULT_POKY_DIR = "/opt/yocto/poky-yocto-5.0.15"
+
+
+def poky_dir():
+    """The release tree the tests run against: $POKY_DIR, else the default."""
+    return os.environ.get("POKY_DIR") or DEFAULT_POKY_DIR
+
+
+def add_bitbake_to_path(poky):
+    """Make bitbake's and OE-core's Python libraries of the tree `poky`
+    importable (after the layer's own lib/); a missing tree is a RuntimeError."""
+    bitbake_lib = os.path.join(poky, "bitbake", "lib")
+    if not os.path.isfile(os.path.join(bitbake_lib, "bb", "__init__.py")):
+        raise RuntimeError("no poky at %s: run tests/setup, or set POKY_DIR" % poky)
+    for path in (os.path.join(poky, "meta", "lib"), bitbake_lib):
+        if path not in sys.path:
+            sys.path.insert(1, path)
+
+
+def bitbake_env(poky, builddir):
+    """The environment oe-init-build-env gives for `builddir`, as a dict."""
+    out = subprocess.run(["bash", "-c", '. "%s/oe-init-build-env" "%s" >/dev/null && env -0' % (poky, builddir)],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def free_port(host="127.0.0.1"):
+    """A loopback TCP port where nothing listens (now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout, what):
+    """Poll check() until it is true; RuntimeError "<what> within N s" past the deadline."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s within %d s" % (what, timeout))
+        time.sleep(0.05)
+
+
+def database_rows(path, tables=("outhashes_v2", "unihashes_v3")):
+    """{table: rows} of a hashserv SQLite database, read-only (its server may run)."""
+    with contextlib.closing(sqlite3.connect("file:%s?mode=ro" % path, uri=True)) as db:
+        return {t: db.execute("SELECT COUNT(*) FROM %s" % t).fetchone()[0] for t in tables}
+
+
+class HashServer:
+    """A real hash equivalence server (bitbake's hashserv.create_server, in a
+    child process) on a unix socket in `directory`, or on `address`
+    ("127.0.0.1:PORT"); read-only or with other anonymous permissions if
+    asked. It answers as soon as the constructor returns."""
+
+    def __init__(self, directory, address=None, database=None, read_only=False, anon_perms=None):
+        import hashserv
+
+        self.socket = os.path.join(directory, "hashserve.sock")
+        self.address = address or "unix://" + self.socket
+        kwargs = {"read_only": read_only}
+        if anon_perms is not None:
+            kwargs["anon_perms"] = anon_perms.split(",")
+        server = hashserv.create_server(self.address, database or os.path.join(directory, "hashserv.db"), **kwargs)
+        self.process = server.serve_as_process()
+        self.pid = self.process.pid
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process.exitcode is None:
+            os.kill(self.pid, sig)
+            self.process.join(30)
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+
+class HttpMirror:
+    """The cache's own read-only http mirror (equivcache.mirrorhttp) serving
+    `directory` on a free loopback port, in a thread."""
+
+    def __init__(self, directory):
+        from equivcache import mirrorhttp
+
+        self.server = mirrorhttp.MirrorServer(directory)
+        self.url = self.server.url
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def postgres_bindir():
+    """Debian's PostgreSQL server binaries (package postgresql), or None."""
+    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True):
+        return os.path.dirname(initdb)
+    found = shutil.which("initdb")
+    return os.path.dirname(os.path.realpath(found)) if found else None
+
+
+class PostgreSQL:
+    """A real PostgreSQL server of its own in `directory`: listening on a
+    unix socket there only, trust authentication, one database "hashserv"."""
+
+    def __init__(self, directory):
+        self.bindir = postgres_bindir()
+        if self.bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries (Debian package postgresql)")
+        self.directory = directory
+        self.data = os.path.join(directory, "data")
+        subprocess.run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust", "-U", "hashserv"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        subprocess.run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-l",
+                        os.path.join(directory, "postgresql.log"),
+                        "-o", "-k %s -c listen_addresses=''" % directory, "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([os.path.join(self.bindir, "createdb"), "-h", directory, "-U", "hashserv", "hashserv"],
+                       check=True)
+        self.url = "postgresql+asyncpg://hashserv@/hashserv?host=%s" % directory
+
+    def query(self, sql):
+        out = subprocess.run([os.path.join(self.bindir, "psql"), "-h", self.directory, "-U", "hashserv", "-At",
+                              "-c", sql, "hashserv"], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def stop(self):
+        subprocess.run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class CacheServer:
+    """equivcache-server serve CACHE_DIR as a child process, on free loopback ports."""
+
+    def __init__(self, cache_dir, extra=(), env=None):
+        self.cache_dir = cache_dir
+        self.http_port = free_port()
+        self.hashserv_port = free_port()
+        self.log = open(os.path.join(os.path.dirname(os.path.abspath(cache_dir)),
+                                     os.path.basename(cache_dir) + "-serve.log"), "a")
+        self.process = subprocess.Popen(
+            [sys.executable, SERVER, "serve", "--http-port", str(self.http_port),
+             "--hashserv-port", str(self.hashserv_port), *extra, cache_dir],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.url = "http://127.0.0.1:%d" % self.http_port
+        self.hashserv = "127.0.0.1:%d" % self.hashserv_port
+        self.socket = "unix://" + os.path.join(os.path.abspath(cache_dir), "server", "hashserv.sock")
+        state = os.path.join(cache_dir, "server", "state.json")
+
+        def started():
+            if self.process.poll() is not None:
+                raise RuntimeError("equivcache-server serve exited with %d; see %s"
+                                   % (self.process.returncode, self.log.name))
+            return os.path.exists(state)
+        wait_for(started, 60, "equivcache-server serve did not start")
+
+    def admin(self):
+        with open(os.path.join(self.cache_dir, "server", "admin.json")) as f:
+            return json.load(f)
+
+    def stop(self):
+        """SIGTERM, as systemd stops it; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+# Readers of bitbake's console output.
+
+TASK_RE = re.compile(r"^NOTE: recipe (\S+)-[^-\s]+-r\d+: task (do_\S+): Started$", re.MULTILINE)
+
+
+def executed_tasks(output):
+    """The "recipe:task" pairs that bitbake's output says were started."""
+    return {"%s:%s" % m for m in TASK_RE.findall(output)}
+
+
+def warnings(output):
+    """The warnings in bitbake's output. Without a terminal, a warning can
+    follow progress text on the same line ("Initialising tasks...WARNING: ...")."""
+    return re.findall(r"WARNING: (.*)$", output, re.MULTILINE)
+
+
+def sstate_summary(output):
+    """{"wanted", "local", "mirror", "missed"} from bitbake's "Sstate summary" line, or None."""
+    m = re.search(r"Sstate summary: Wanted (\d+) Local (\d+) Mirrors (\d+) Missed (\d+)", output)
+    return dict(zip(("wanted", "local", "mirror", "missed"), map(int, m.groups()))) if m else None
+
+
+def tasks_summary(output):
+    """(attempted, not rerun) from bitbake's "Tasks Summary" line, or None."""
+    m = re.search(r"Tasks Summary: Attempted (\d+) tasks of which (\d+) didn't need to be rerun", output)
+    return (int(m.group(1)), int(m.group(2))) if m else None
