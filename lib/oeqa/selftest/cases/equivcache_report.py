@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: MIT
+#
+# oe-selftest cases for the build report and equivcache-doctor, on the shared
+# producer published by equivcache-server.
+#   oe-selftest -r equivcache_report
+
+import glob
+import json
+import os
+import subprocess
+
+from oeqa.core.decorator import OETestTag
+from oeqa.selftest.cases.equivcache_base import TARGET, ProducerTestCase, fresh_bitbake_server
+from oeqa.utils.commands import get_bb_var, runCmd
+from oeqa.utils.equivcache import DOCTOR
+
+
+@OETestTag("meta-equivcache")
+class EquivCacheReportTests(ProducerTestCase):
+    """The build report and equivcache-doctor on a published cache."""
+
+    def test_report_seed_scenario(self):
+        """The build report in the seed's scenario: mirror without upstream (misses), then with it (100%)."""
+        cache_dir, server, _ = self.publish_and_serve("cache")
+        mirror = "file://.* %s/sstate-cache/PATH;downloadfilename=PATH" % server.url
+        base = ('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\n'
+                'SSTATE_MIRRORS = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\n' % mirror)
+
+        partial = os.path.join(self.workdir, "partial")
+        self.consumer(base, workdir=partial)
+        output = self.build()
+        report = self.build_report(partial)
+        self.assert_report_matches_bitbake(output, report)
+        self.assertGreater(report["setscene"]["missed"], 0, msg=output)
+        self.assertGreater(report["setscene"]["mirror"], 0, msg=output)
+        # Every miss is on the mirror under the unihash the producer's server knows.
+        self.assertEqual(report["misses"]["index"], server.url + "/index.json")
+        self.assertEqual({t["class"] for t in report["misses"]["tasks"]}, {"other-unihash"}, msg=report)
+        self.assertEqual(report["misses"]["counts"]["other-unihash"], report["setscene"]["missed"])
+        self.assertTrue(all(t["mirror_unihashes"] for t in report["misses"]["tasks"]), msg=report)
+        self.assertIn("equivcache-a-native:do_populate_sysroot",
+                      ["%s:%s" % (t["recipe"], t["task"]) for t in report["misses"]["tasks"]])
+        self.assertEqual(report["hashserv"]["equivalent"], 0, msg=report)
+        self.assertEqual(report["hashserv"]["errors"], 0, msg=report)
+        self.assertGreater(report["downloads"]["objects"], 0, msg=report)
+        self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
+
+        full = os.path.join(self.workdir, "full")
+        self.consumer(base + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % server.hashserv, workdir=full)
+        output = self.build()
+        report = self.build_report(full)
+        self.assert_report_matches_bitbake(output, report)
+        self.assertEqual(report["setscene"]["missed"], 0, msg=output)
+        self.assertEqual(report["setscene"]["mirror"], report["setscene"]["wanted"], msg=output)
+        self.assertEqual(report["tasks"]["run"], 0, msg=output)
+        self.assertEqual(report["misses"]["tasks"], [])
+        # The equivalent change: the upstream answers A's new task hashes with the old unihashes.
+        self.assertGreater(report["hashserv"]["equivalent"], 0, msg=report)
+        self.assertGreater(report["hashserv"]["queries"], report["hashserv"]["equivalent"], msg=report)
+        self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
+
+    def doctor(self, *targets):
+        fresh_bitbake_server(self.builddir)
+        result = runCmd([DOCTOR, "--json"] + list(targets or [TARGET]), ignore_status=True, stderr=subprocess.PIPE)
+        self.assertEqual(result.status, 0, msg="%s\n%s" % (result.output, result.error))
+        return json.loads(result.output)
+
+    def chain_signatures(self, config, name):
+        """The chain's signatures by bitbake -S none, in a stamps directory of their own."""
+        return self.signatures_of(self.consumer_text(config), os.path.join(self.workdir, "stamps-" + name))[0]
+
+    @staticmethod
+    def differing_tasks(base, drifted):
+        """The chain's "recipe:task"s whose task hash differs between two signature sets."""
+        return {k for k in base if base[k][0] != drifted.get(k, (None,))[0]}
+
+    def test_doctor_names_drift(self):
+        """One drift in A: the report's misses, and the doctor names the variable, its values and its cost."""
+        cache_dir, server, output = self.publish_and_serve("cache")
+        self.assertRegex(output, r"signatures: [1-9]\d* files copied")
+        base = 'EQUIVCACHE_SERVER = "%s"\n' % server.url
+        drift_a = 'EQUIVCACHE_TEST_NEW_OUTPUT = "1"\n'
+        drift_c = 'EQUIVCACHE_TEST_C_OUTPUT = "1"\n'
+        undrifted = self.chain_signatures(base, "base")
+        cost_a = self.differing_tasks(undrifted, self.chain_signatures(base + drift_a, "a"))
+        cost_c = self.differing_tasks(undrifted, self.chain_signatures(base + drift_c, "c"))
+        self.assertIn("equivcache-a-native:do_compile", cost_a)
+        self.assertIn("equivcache-c-native:do_populate_sysroot", cost_c)
+        self.assertGreater(len(cost_a), len(cost_c))
+
+        self.consumer(base + drift_a)
+        fresh_bitbake_server(self.builddir)
+        stamps = get_bb_var("STAMPS_DIR")
+        before = sorted(glob.glob(os.path.join(stamps, "**", "*.sigdata.*"), recursive=True))
+        diagnosis = self.doctor()
+        self.assertEqual(sorted(glob.glob(os.path.join(stamps, "**", "*.sigdata.*"), recursive=True)), before,
+                         msg="equivcache-doctor left signature files behind")
+        self.assertEqual(diagnosis["index"], server.url + "/index.json")
+        self.assertEqual(len(diagnosis["causes"]), 1, msg=diagnosis)
+        cause = diagnosis["causes"][0]
+        self.assertEqual((cause["kind"], cause["name"], cause["mirror"], cause["local"]),
+                         ("variable", "EQUIVCACHE_TEST_NEW_OUTPUT", "0", "1"), msg=cause)
+        self.assertEqual(cause["roots"][0], "equivcache-a-native:do_compile", msg=cause)
+        self.assertEqual(cause["tasks"], len(cost_a), msg="%s\n%s" % (cause, sorted(cost_a)))
+        self.assertIn("Variable EQUIVCACHE_TEST_NEW_OUTPUT value changed from '0' to '1'", cause["bitbake"])
+        human = runCmd([DOCTOR, TARGET]).output
+        self.assertIn('EQUIVCACHE_TEST_NEW_OUTPUT differs (yours "1", the mirror\'s "0"): %d tasks' % len(cost_a),
+                      human)
+        self.assertIn("root equivcache-a-native:do_compile", human)
+
+        # The build: the setscene tasks the drift changes miss, on the mirror under another unihash.
+        output = self.build()
+        report = self.build_report()
+        self.assert_report_matches_bitbake(output, report)
+        missed = {"%s:%s" % (t["recipe"], t["task"]) for t in report["misses"]["tasks"]}
+        self.assertEqual(len(missed), cause["setscene_tasks"], msg="%s\n%s" % (sorted(missed), cause))
+        self.assertTrue(missed <= cost_a, msg=sorted(missed))
+        self.assertEqual({t["class"] for t in report["misses"]["tasks"]}, {"other-unihash"}, msg=report)
+
+        # Two drifts: ranked by cost, A's first.
+        self.consumer(base + drift_a + drift_c)
+        causes = self.doctor()["causes"]
+        self.assertEqual([(c["name"], c["tasks"]) for c in causes],
+                         [("EQUIVCACHE_TEST_NEW_OUTPUT", len(cost_a)), ("EQUIVCACHE_TEST_C_OUTPUT", len(cost_c))],
+                         msg=causes)
+        self.assertEqual(causes[1]["roots"][0], "equivcache-c-native:do_compile", msg=causes)
