@@ -7,6 +7,7 @@
 # of bitbake's output. Standard library only at import time: bitbake's
 # modules are imported where a helper needs them.
 
+import argparse
 import contextlib
 import glob
 import json
@@ -44,6 +45,24 @@ def add_bitbake_to_path(poky):
     for path in (os.path.join(poky, "meta", "lib"), bitbake_lib):
         if path not in sys.path:
             sys.path.insert(1, path)
+
+
+def benchmark_parser(name, description, example=""):
+    """The argument parser of benchmark tests/benchmarks/NAME, with --poky."""
+    parser = argparse.ArgumentParser(
+        prog=name, description=description,
+        epilog="example: POKY_DIR=%s tests/benchmarks/%s %s" % (DEFAULT_POKY_DIR, name, example))
+    parser.add_argument("--poky", default=poky_dir(), help="poky tree (default: $POKY_DIR or %s)" % DEFAULT_POKY_DIR)
+    return parser
+
+
+def parse_benchmark_args(parser, argv=None):
+    """parser's arguments; a --poky that is no poky tree is a usage error."""
+    args = parser.parse_args(argv)
+    if not (os.path.isfile(os.path.join(args.poky, "oe-init-build-env"))
+            and os.path.isfile(os.path.join(args.poky, "bitbake", "lib", "bb", "__init__.py"))):
+        parser.error("no poky at %s (set POKY_DIR or --poky)" % args.poky)
+    return args
 
 
 def bitbake_env(poky, builddir):
