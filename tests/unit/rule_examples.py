@@ -17,20 +17,20 @@ def equiv(**kw):
 
 # rule: (settings, probes, descriptor, descriptor error)
 EXAMPLES = {
+    "unknown-handler": (Settings(handler="OEEquivHsh", handler_exists=False), {}, None, None),
+    "handler-without-server": (equiv(hashserve=""), {}, None, None),
+    "server-without-handler": (Settings(handler="OEBasicHash", hashserve="auto"), {}, None, None),
+    "mirror-without-equivalence": (Settings(handler="OEBasicHash", sstate_mirrors=MIRROR), {}, DESCRIPTOR, None),
     "mirror-without-upstream": (equiv(sstate_mirrors=MIRROR), {}, DESCRIPTOR, None),
     "upstream-ignored": (equiv(hashserve="cache:8686", upstream="cache:8686"), {}, None, None),
     "upstream-unreachable": (equiv(upstream="cache:8686"), {("server", "cache:8686"): "ConnectionRefusedError: [Errno 111] Connection refused"}, None, None),
     "server-unreachable": (equiv(hashserve="cache:8686"), {("server", "cache:8686"): "ConnectionRefusedError: [Errno 111] Connection refused"}, None, None),
-    "handler-without-server": (equiv(hashserve=""), {}, None, None),
-    "server-without-handler": (Settings(handler="OEBasicHash", hashserve="auto"), {}, None, None),
-    "mirror-without-equivalence": (Settings(handler="OEBasicHash", sstate_mirrors=MIRROR), {}, DESCRIPTOR, None),
-    "unknown-handler": (Settings(handler="OEEquivHsh", handler_exists=False), {}, None, None),
     "no-network-mirror": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686", no_network=True), {}, None, None),
     "mirror-syntax": (equiv(sstate_mirrors="file://.* http://cache:8080/sstate-cache/PATH", upstream="cache:8686"), {}, None, None),
     "mirror-missing-dir": (equiv(sstate_mirrors="file://.* file:///srv/sstate/PATH", upstream="cache:8686"), {("dir", "/srv/sstate"): "no such directory"}, None, None),
     "mirror-unreachable": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686"), {("http", "http://cache:8080/sstate-cache/"): "ConnectionRefusedError: [Errno 111] Connection refused"}, None, None),
     "websockets-missing": (equiv(hashserve="ws://cache:8687", websockets=False), {}, None, None),
+    "descriptor": (equiv(), {}, None, "http://cache:8080/equivcache.json: HTTP 404 Not Found"),
     "descriptor-server-mismatch": (equiv(sstate_mirrors=MIRROR, upstream="other:8686"), {}, DESCRIPTOR, None),
     "native-lsb-mismatch": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686", nativelsbstring="fedora-40"), {}, DESCRIPTOR, None),
-    "descriptor": (equiv(), {}, None, "http://cache:8080/equivcache.json: HTTP 404 Not Found"),
 }

@@ -113,8 +113,9 @@ def test_descriptor_error_is_one_finding():
 
 
 def test_probes_needed():
+    # In the order of the rules that read them: upstream-unreachable, mirror-missing-dir, mirror-unreachable.
     assert probes_needed(equiv(sstate_mirrors=HTTP + " file://.* file:///srv/s/PATH", upstream="h:1")) == [
-        ("server", "h:1"), ("http", "http://127.0.0.1:8888/sstate-cache/"), ("dir", "/srv/s")]
+        ("server", "h:1"), ("dir", "/srv/s"), ("http", "http://127.0.0.1:8888/sstate-cache/")]
     assert probes_needed(equiv(hashserve="h:2")) == [("server", "h:2")]
     assert probes_needed(equiv(sstate_mirrors=ESDK)) == []
     assert probes_needed(Settings(handler="OEBasicHash", hashserve="h:2")) == []
@@ -134,11 +135,22 @@ def test_messages_are_one_line_and_name_values():
             assert f.message.rstrip().endswith("."), (name, f.message)
 
 
-def test_readme_documents_every_rule():
+def readme():
     import os
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
-    for name in RULE_NAMES:
-        assert "| `%s` |" % name in readme, name
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+        return f.read()
+
+
+def test_readme_rule_table_is_the_registry():
+    """The README's rule table lists every registered rule, in the registry's order."""
+    import re
+    section = readme().split("### The rules\n", 1)[1].split("\n### ", 1)[0]
+    assert re.findall(r"^\| `([a-z-]+)` \|", section, re.MULTILINE) == list(RULE_NAMES)
+
+
+def test_examples_in_registry_order():
+    from rule_examples import EXAMPLES
+    assert list(EXAMPLES) == list(RULE_NAMES)
 
 
 def example_messages():
@@ -154,7 +166,11 @@ def test_every_rule_has_an_example():
 
 
 def test_readme_shows_each_rule_message():
-    import os
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    """The README shows each rule's example message, in the registry's order."""
+    text = readme()
+    positions = []
     for rule, (message,) in example_messages().items():
-        assert "    WARNING: equivcache: %s\n" % message in readme, rule
+        line = "    WARNING: equivcache: %s\n" % message
+        assert line in text, rule
+        positions.append(text.index(line))
+    assert positions == sorted(positions)
