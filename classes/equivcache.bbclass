@@ -14,7 +14,8 @@
 # ${LOG_DIR}/equivcache/ (lib/equivcache/report.py).
 #
 # The rules live in lib/equivcache/rules.py; this class only hands them the
-# datastore (lib/equivcache/check.py). No task reads these variables, so the
+# datastore (lib/equivcache/configcheck.py) and the build's events
+# (lib/equivcache/buildreport.py). No task reads these variables, so the
 # class changes no task signature.
 
 EQUIVCACHE_MODE ?= "warn"
@@ -38,11 +39,11 @@ BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE
 addhandler equivcache_config_parsed
 equivcache_config_parsed[eventmask] = "bb.event.ConfigParsed bb.event.BuildCompleted"
 python equivcache_config_parsed() {
-    import equivcache.check
+    import equivcache.configcheck
     if isinstance(e, bb.event.ConfigParsed):
-        equivcache.check.on_config_parsed(e.data)
+        equivcache.configcheck.on_config_parsed(e.data)
     else:
-        equivcache.check.forget_reports(e.data)
+        equivcache.configcheck.forget_reports(e.data)
 }
 
 addhandler equivcache_report
@@ -50,6 +51,6 @@ equivcache_report[eventmask] = "bb.event.BuildStarted bb.event.BuildCompleted \
     bb.runqueue.sceneQueueTaskStarted bb.runqueue.sceneQueueTaskCompleted bb.runqueue.sceneQueueTaskFailed \
     bb.runqueue.runQueueTaskStarted bb.runqueue.runQueueTaskFailed"
 python equivcache_report() {
-    import equivcache.check
-    equivcache.check.on_build_event(e, e.data)
+    import equivcache.buildreport
+    equivcache.buildreport.on_build_event(e, e.data)
 }

@@ -14,7 +14,7 @@
 import os
 import time
 
-from equivcache.cache import human, utc_iso
+from equivcache.formatting import human, utc_iso
 
 FORMAT = "equivcache-report"
 VERSION = 1
@@ -171,7 +171,7 @@ class BuildRecord:
     def misses(self, index=None):
         """[(tid, entry, class, other unihashes)] of every setscene task the
         cache did not give: missed by the check, or found on the mirror and
-        failed. index: mirror_index() of the mirror's index.json, or None."""
+        failed. index: index.unihashes_by_task() of the mirror's index.json, or None."""
         result = []
         for tid, entry in sorted((self.checked or {}).items()):
             if entry["where"] == "missed":
@@ -229,16 +229,6 @@ class BuildRecord:
                 ],
             },
         }
-
-
-def mirror_index(doc):
-    """{(recipe, task): {unihash, ...}} of the objects an index.json lists
-    (cache.build_index's document)."""
-    found = {}
-    for obj in doc.get("objects", []):
-        if obj.get("path"):
-            found.setdefault((obj["recipe"], obj["task"]), set()).add(obj["unihash"])
-    return found
 
 
 def classify(entry, guessed, index):

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 #
-# equivcache-doctor's analysis (lib/equivcache/doctor.py) on signature data
+# equivcache-doctor's analysis (lib/equivcache/doctor/analysis.py) on signature data
 # files in bitbake's own format, compared by bitbake's own compare_sigfiles.
 
 import json
@@ -15,7 +15,9 @@ need_bitbake()
 import bb.compress.zstd  # noqa: E402
 import bb.siggen  # noqa: E402
 
-from equivcache import cache, doctor  # noqa: E402
+from equivcache import names  # noqa: E402
+from equivcache.index import build as build_index  # noqa: E402
+from equivcache.doctor import analysis as doctor  # noqa: E402
 
 
 def sigdata(task, varvals, deps=None, files=(), taskhash=None, unihash=None):
@@ -65,7 +67,7 @@ def chain(root, features, extra="0", b_flag="-O2"):
 
 def mirror_index(root):
     """The index publish writes: signatures from siginfo/, objects for the setscene tasks."""
-    index = cache.build_index(os.path.join(root, "sstate-cache"), siginfo_dir=os.path.join(root, "siginfo"))
+    index = build_index(os.path.join(root, "sstate-cache"), siginfo_dir=os.path.join(root, "siginfo"))
     for sig in index["signatures"]:
         if sig["task"] == "do_populate_sysroot":
             index["objects"].append({"recipe": sig["recipe"], "task": sig["task"], "unihash": sig["unihash"],
@@ -76,7 +78,7 @@ def mirror_index(root):
 def local(root, **kw):
     tasks = {}
     for pnid, path in chain(root, **kw).items():
-        recipe, task, unihash = cache.parse_sigdata_name(os.path.relpath(path, root))
+        recipe, task, unihash = names.parse_sigdata_name(os.path.relpath(path, root))
         tasks[pnid] = doctor.Task(recipe, task, unihash, path, load(path))
     return tasks
 

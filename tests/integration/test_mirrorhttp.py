@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 #
-# The http mirror (lib/equivcache/mirrorhttp.py), a real server on loopback:
+# The http mirror (lib/equivcache/server/mirrorhttp.py), a real server on loopback:
 # HEAD, Content-Length, byte ranges, no directory escape, read-only, and many
 # concurrent downloads.
 
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from equivcache.mirrorhttp import MirrorServer, parse_range
+from equivcache.server.mirrorhttp import MirrorServer, parse_range
 
 OBJ = "sstate-cache/ad/72/sstate:a::1.0:r0::12:ad72_populate_sysroot.tar.zst"
 

@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: MIT
 #
-# lib/equivcache/cache.py: sstate names, the object index, what a mirror
-# copies from DL_DIR, and the build configuration in a cooker log.
+# The cache's files: sstate and signature names (names.py), the object index
+# (index.py), atomic writes (files.py), and what publish reads of a producer
+# (server/publish.py): what a mirror copies from DL_DIR, the build
+# configuration in a cooker log.
 
 import json
 import os
 
 import pytest
 
-from equivcache import cache
+from equivcache import files
+from equivcache.names import nativelsbstrings, parse_sigdata_name, parse_sstate_name
+from equivcache.index import build as build_index
+from equivcache.server import publish
 
 H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
 
@@ -23,7 +28,7 @@ H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
     ("ad/72/sstate:a::1.0:r0::12:%s_unpack.tar.zst.siginfo" % H, ("a", "do_unpack", H, "siginfo")),
 ])
 def test_parse_sstate_name(path, expected):
-    assert cache.parse_sstate_name(path) == expected
+    assert parse_sstate_name(path) == expected
 
 
 @pytest.mark.parametrize("path", [
@@ -35,7 +40,7 @@ def test_parse_sstate_name(path, expected):
     "ad/72/sstate:a::1.0:r0::12:_unpack.tar.zst",                 # no unihash
 ])
 def test_parse_sstate_name_rejects(path):
-    assert cache.parse_sstate_name(path) is None
+    assert parse_sstate_name(path) is None
 
 
 def touch(path, data=b"x"):
@@ -53,7 +58,7 @@ def test_index_objects_and_signatures(tmp_path):
     only_sig = "01/2f/sstate:b::1.0:r0::12:%s_fetch.tar.zst.siginfo" % ("012f" + H[4:])
     touch(os.path.join(sstate, only_sig))
     touch(os.path.join(sstate, "ad/72/.tmp-123-partial"))
-    index = cache.build_index(sstate, generated="2026-01-01T00:00:00Z")
+    index = build_index(sstate, generated="2026-01-01T00:00:00Z")
     assert index["format"] == "equivcache-index" and index["version"] == 2
     assert index["signatures"] == []
     assert index["objects"] == [
@@ -74,12 +79,12 @@ def test_index_task_signatures(tmp_path):
              "x86_64-linux/equivcache-a-native/1.0-r0.do_compile.sigbasedata." + H]   # -S without runtime data
     for name in names:
         touch(os.path.join(siginfo, name))
-    index = cache.build_index(str(tmp_path / "sstate"), generated="2026-01-01T00:00:00Z", siginfo_dir=siginfo)
+    index = build_index(str(tmp_path / "sstate"), generated="2026-01-01T00:00:00Z", siginfo_dir=siginfo)
     assert index["signatures"] == [
         {"recipe": "base-files", "task": "do_install", "unihash": "0" * 64, "path": names[1]},
         {"recipe": "equivcache-a-native", "task": "do_compile", "unihash": H, "path": names[0]},
     ]
-    assert cache.parse_sigdata_name("1.0-r0.do_compile.sigdata." + H) is None
+    assert parse_sigdata_name("1.0-r0.do_compile.sigdata." + H) is None
 
 
 def test_download_files_skip_fetcher_state(tmp_path):
@@ -87,15 +92,15 @@ def test_download_files_skip_fetcher_state(tmp_path):
     for name in ("zlib-1.3.1.tar.xz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "git2/github.com.x.y/HEAD",
                  "zlib-1.3.1.tar.xz.done", "zlib-1.3.1.tar.xz.lock", "git2_github.com.x.y.tar.gz", ".hidden"):
         touch(os.path.join(dl, name))
-    assert sorted(rel for rel, _ in cache.download_files(dl)) == [
+    assert sorted(rel for rel, _ in publish.download_files(dl)) == [
         "git2_github.com.x.y.tar.gz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "zlib-1.3.1.tar.xz"]
 
 
 def test_nativelsbstrings(tmp_path):
     for name in ("ad", "debian-12", "universal", ".git"):
         os.makedirs(tmp_path / name)
-    assert cache.nativelsbstrings(str(tmp_path)) == ["debian-12", "universal"]
-    assert cache.nativelsbstrings(str(tmp_path / "missing")) == []
+    assert nativelsbstrings(str(tmp_path)) == ["debian-12", "universal"]
+    assert nativelsbstrings(str(tmp_path / "missing")) == []
 
 
 COOKER_LOG = '''NOTE: Resolving any missing task queue dependencies
@@ -119,13 +124,13 @@ Sstate summary: Wanted 14 Local 0 Mirrors 0 Missed 14 Current 0 (0% match, 0% co
 
 
 def test_parse_build_configuration():
-    values, layers = cache.parse_build_configuration(COOKER_LOG)
+    values, layers = publish.parse_build_configuration(COOKER_LOG)
     assert values["MACHINE"] == "qemux86-64" and values["TUNE_FEATURES"] == "m64 core2"
     assert values["NATIVELSBSTRING"] == "debian-12" and values["TARGET_FPU"] == ""
     assert layers == [{"name": "meta", "revision": "scarthgap:0123abcd"},
                       {"name": "meta-poky", "revision": "scarthgap:0123abcd"},
                       {"name": "meta-equivcache", "revision": "main:4567ef01"}]
-    assert cache.parse_build_configuration("no such block\n") == ({}, [])
+    assert publish.parse_build_configuration("no such block\n") == ({}, [])
 
 
 def test_newest_build_configuration(tmp_path):
@@ -134,15 +139,34 @@ def test_newest_build_configuration(tmp_path):
     touch(str(old), COOKER_LOG.replace("qemux86-64", "qemuarm").encode())
     touch(str(new), COOKER_LOG.encode())
     os.utime(old, (1, 1))
-    values, layers, path = cache.newest_build_configuration(str(tmp_path))
+    values, layers, path = publish.newest_build_configuration(str(tmp_path))
     assert values["MACHINE"] == "qemux86-64" and path == str(new)
-    assert cache.newest_build_configuration(str(tmp_path / "nothing")) is None
+    assert publish.newest_build_configuration(str(tmp_path / "nothing")) is None
 
 
 def test_write_atomic_leaves_no_temporary(tmp_path):
     path = str(tmp_path / "doc.json")
-    cache.write_json(path, {"a": 1}, 0o600)
-    cache.write_json(path, {"a": 2}, 0o600)
+    files.write_json(path, {"a": 1}, 0o600)
+    files.write_json(path, {"a": 2}, 0o600)
     assert json.load(open(path)) == {"a": 2}
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.listdir(str(tmp_path)) == ["doc.json"]
+
+
+def test_index_schema(tmp_path):
+    """publish's index validates against its published schema; a wrong one does not."""
+    import jsonschema
+    from equivcache.index import SCHEMA
+    with open(SCHEMA) as f:
+        schema = json.load(f)
+    sstate, siginfo = str(tmp_path / "sstate"), str(tmp_path / "siginfo")
+    obj = "ad/72/sstate:a::1.0:r0::12:%s_populate_sysroot.tar.zst" % H
+    touch(os.path.join(sstate, obj), b"12345")
+    touch(os.path.join(sstate, obj + ".siginfo"))
+    touch(os.path.join(siginfo, "x86_64-linux/a/1.0-r0.do_compile.sigdata." + H))
+    doc = build_index(sstate, siginfo_dir=siginfo)
+    assert len(doc["objects"]) == 1 and len(doc["signatures"]) == 1
+    jsonschema.validate(doc, schema)
+    doc["objects"][0]["size"] = -1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from equivcache import report
+from equivcache.index import unihashes_by_task
 
 H = {name: (name * 64)[:64] for name in "abcdef"}
 
@@ -43,7 +44,7 @@ def record_with_misses():
 
 def test_misses_classified():
     r = record_with_misses()
-    index = report.mirror_index({"objects": [
+    index = unihashes_by_task({"objects": [
         {"recipe": "c", "task": "do_populate_sysroot", "unihash": H["f"], "path": "x", "siginfo": ""},
         {"recipe": "d", "task": "do_populate_lic", "unihash": H["a"], "path": "y", "siginfo": ""},
         {"recipe": "d", "task": "do_populate_sysroot", "unihash": H["b"], "path": "", "siginfo": "z"},
@@ -101,7 +102,7 @@ def test_document_valid_and_line(schema):
     r.task_started(noexec=False)
     r.task_started(noexec=True)
     r.unihash_call(["t"], {"t": "u"}, {"t": "h"}, 0.001)
-    doc = r.document(report.mirror_index({"objects": []}), "http://127.0.0.1:1/index.json", succeeded=True)
+    doc = r.document(unihashes_by_task({"objects": []}), "http://127.0.0.1:1/index.json", succeeded=True)
     jsonschema.validate(doc, schema)
     jsonschema.validate(report.BuildRecord().document(), schema)
     assert report.summary_line(doc, "tmp/log/equivcache/x.json") == (

@@ -122,11 +122,11 @@ class HashServer:
 
 
 class HttpMirror:
-    """The cache's own read-only http mirror (equivcache.mirrorhttp) serving
+    """The cache's own read-only http mirror (equivcache.server.mirrorhttp) serving
     `directory` on a free loopback port, in a thread."""
 
     def __init__(self, directory):
-        from equivcache import mirrorhttp
+        from equivcache.server import mirrorhttp
 
         self.server = mirrorhttp.MirrorServer(directory)
         self.url = self.server.url

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 #
-# equivcache.check, the datastore side of equivcache.bbclass, on real
+# equivcache.configcheck, the configuration checks of equivcache.bbclass, on real
 # bitbake datastores and bitbake's own handler registry and address parser.
 
 
@@ -18,7 +18,7 @@ import bb.data  # noqa: E402
 for module in ("oe.sstatesig", "equivcache.siggen"):
     importlib.import_module(module)
 
-from equivcache import check  # noqa: E402
+from equivcache import configcheck as check  # noqa: E402
 
 DOC = {"hashserv": ["127.0.0.1:8686"], "sstate": "sstate-cache", "downloads": "downloads"}
 

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: MIT
 #
-# lib/equivcache/clientconf.py: equivcache-client's marked block.
+# lib/equivcache/client/conf.py: equivcache-client's marked block.
 
 import pytest
 
-from equivcache import clientconf
-from equivcache.clientconf import BEGIN, END, ConfError
+from equivcache.client import conf as clientconf
+from equivcache.client.conf import BEGIN, END, ConfError
 
 URL = "http://cache.example.com:8080"
 FULL = '%s\nINHERIT += "equivcache"\nEQUIVCACHE_SERVER = "%s"\n%s\n' % (BEGIN, URL, END)

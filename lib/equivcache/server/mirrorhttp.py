@@ -15,7 +15,7 @@ import posixpath
 import socket
 import urllib.parse
 
-from equivcache.cache import PUBLIC
+from equivcache.server.layout import PUBLIC
 
 logger = logging.getLogger("equivcache.mirror")
 

@@ -7,6 +7,8 @@
 import re
 import urllib.parse
 
+from equivcache.cli import UsageError
+
 BEGIN = "# BEGIN meta-equivcache: managed by equivcache-client, edits here are replaced"
 END = "# END meta-equivcache"
 
@@ -14,8 +16,8 @@ _INHERIT = re.compile(r'^\s*INHERIT\s*(\+=|=\+|\.=|=\.|:append\s*=|\?\?=|\?=|=)\
 _SERVER = re.compile(r'^\s*EQUIVCACHE_SERVER\s*(\?\?=|\?=|:=|=)\s*"([^"]*)"')
 
 
-class ConfError(ValueError):
-    pass
+class ConfError(UsageError, ValueError):
+    """Bad input for equivcache-client: one line, exit status 2, nothing written."""
 
 
 def check_url(url):

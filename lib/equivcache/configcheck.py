@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 #
-# The datastore side of equivcache.bbclass: gather the values, configure a
-# client from EQUIVCACHE_SERVER, run the probes and the rules (pure modules),
-# then warn, fix or fail. The changes made are saved, so that task workers,
-# which parse the configuration again, make exactly the same ones.
+# The configuration checks of equivcache.bbclass, its ConfigParsed handler:
+# gather the values, configure a client from EQUIVCACHE_SERVER, run the
+# probes and the rules (pure modules), then warn, fix or fail. The changes
+# made are saved, so that task workers, which parse the configuration again,
+# make exactly the same ones.
 
 import hashlib
 import importlib.util
@@ -13,14 +14,11 @@ import time
 import urllib.parse
 
 import bb
-import bb.event
-import bb.runqueue
 import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
-from equivcache import cache
 from equivcache import descriptor as desc
-from equivcache import probe, report, rules
+from equivcache import files, probe, rules
 from equivcache.outage import claim_once
 from equivcache.mirrors import parse_mirrors
 
@@ -178,9 +176,7 @@ def save(d, key, changes, keep=16):
     saved = dict(list(saved.items())[-keep:])
     path = applied_path(d)
     bb.utils.mkdirhier(os.path.dirname(path))
-    with open(path + ".new", "w") as f:
-        json.dump(saved, f)
-    os.replace(path + ".new", path)
+    files.write_atomic(path, json.dumps(saved))
 
 
 def apply_saved(d):
@@ -272,71 +268,3 @@ def on_config_parsed(d):
                                                          "\n".join("  %s" % f for f in findings)))
     for finding in findings:
         bb.warn("equivcache: %s" % finding)
-
-
-# The build report (lib/equivcache/report.py), fed by the runqueue's events in
-# the cooker. Only with EquivCacheHash, whose checkhashes hook sees the sstate check.
-
-INDEX_LIMIT = 256 << 20
-
-
-def find_index(d, timeout):
-    """(report.mirror_index() of the cache's index.json, its URL), or (None, None)."""
-    for url in descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", cache.INDEX):
-        try:
-            doc = json.loads(probe.fetch(url, timeout, limit=INDEX_LIMIT))
-        except (OSError, ValueError) as e:
-            bb.debug(1, "equivcache: no index at %s: %s" % (url, e))
-            continue
-        if isinstance(doc, dict) and doc.get("format") == cache.INDEX_FORMAT:
-            return report.mirror_index(doc), url
-    return None, None
-
-
-def on_build_event(e, d):
-    """The runqueue and build events handler of equivcache.bbclass (cooker only)."""
-    if isinstance(e, bb.event.BuildStarted):
-        if getattr(bb.parse.siggen, "name", "") == "EquivCacheHash":
-            report.start(d.getVar("BUILDNAME") or "", e.getPkgs(), getattr(bb.parse.siggen, "server", ""))
-        return
-    record = report.current()
-    if record is None:
-        return
-    if isinstance(e, bb.event.BuildCompleted):
-        report.finish()
-        if record.checked is not None:
-            write_report(d, record, succeeded=not e._failures)
-    elif isinstance(e, bb.runqueue.sceneQueueTaskStarted):
-        record.scene_task_started(e.taskid)
-    elif isinstance(e, bb.runqueue.sceneQueueTaskCompleted):
-        record.scene_task_completed(e.taskid)
-    elif isinstance(e, bb.runqueue.sceneQueueTaskFailed):
-        record.scene_task_failed(e.taskid)
-    elif isinstance(e, bb.runqueue.runQueueTaskStarted):
-        record.task_started(getattr(e, "noexec", False))
-    elif isinstance(e, bb.runqueue.runQueueTaskFailed):
-        record.task_failed()
-
-
-def write_report(d, record, succeeded):
-    index, source = None, None
-    if record.misses():
-        # Checked by on_config_parsed, which stops the build on a bad value.
-        index, source = find_index(d, float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2))
-    doc = record.document(index, source, succeeded)
-    directory = os.path.join(d.getVar("LOG_DIR"), "equivcache")
-    name = "%s.json" % (record.name or time.strftime("%Y%m%d%H%M%S"))
-    try:
-        bb.utils.mkdirhier(directory)
-        cache.write_json(os.path.join(directory, name), doc)
-        latest = os.path.join(directory, "latest.json")
-        if os.path.lexists(latest):
-            os.unlink(latest)
-        os.symlink(name, latest)
-    except OSError as e:
-        bb.warn("equivcache: cannot write the build report in %s: %s" % (directory, e))
-        bb.plain(report.summary_line(doc))
-        return
-    topdir = d.getVar("TOPDIR") or ""
-    path = os.path.join(directory, name)
-    bb.plain(report.summary_line(doc, os.path.relpath(path, topdir) if path.startswith(topdir + "/") else path))

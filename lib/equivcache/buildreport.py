@@ -1,0 +1,77 @@
+# SPDX-License-Identifier: MIT
+#
+# The build report of equivcache.bbclass, its build-event handler in the
+# cooker: the runqueue's events feed the BuildRecord (lib/equivcache/report.py)
+# that EquivCacheHash opened, and at BuildCompleted the report is classified
+# against the cache's index, written to LOG_DIR/equivcache/ and summed up in
+# one line. Only with EquivCacheHash, whose checkhashes hook sees the sstate check.
+
+import os
+import time
+
+import bb
+import bb.event
+import bb.runqueue
+
+from equivcache import files, index, report
+from equivcache.configcheck import descriptor_locations
+
+INDEX_LIMIT = 256 << 20
+
+
+def find_index(d, timeout):
+    """(index.unihashes_by_task() of the cache's index.json, its URL), or (None, None)."""
+    doc, url, errors = index.read_first(descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", index.NAME),
+                                        timeout, INDEX_LIMIT)
+    for error in errors:
+        bb.debug(1, "equivcache: no index at %s" % error)
+    return (index.unihashes_by_task(doc), url) if doc is not None else (None, None)
+
+
+def on_build_event(e, d):
+    """The runqueue and build events handler of equivcache.bbclass (cooker only)."""
+    if isinstance(e, bb.event.BuildStarted):
+        if getattr(bb.parse.siggen, "name", "") == "EquivCacheHash":
+            report.start(d.getVar("BUILDNAME") or "", e.getPkgs(), getattr(bb.parse.siggen, "server", ""))
+        return
+    record = report.current()
+    if record is None:
+        return
+    if isinstance(e, bb.event.BuildCompleted):
+        report.finish()
+        if record.checked is not None:
+            write_report(d, record, succeeded=not e._failures)
+    elif isinstance(e, bb.runqueue.sceneQueueTaskStarted):
+        record.scene_task_started(e.taskid)
+    elif isinstance(e, bb.runqueue.sceneQueueTaskCompleted):
+        record.scene_task_completed(e.taskid)
+    elif isinstance(e, bb.runqueue.sceneQueueTaskFailed):
+        record.scene_task_failed(e.taskid)
+    elif isinstance(e, bb.runqueue.runQueueTaskStarted):
+        record.task_started(getattr(e, "noexec", False))
+    elif isinstance(e, bb.runqueue.runQueueTaskFailed):
+        record.task_failed()
+
+
+def write_report(d, record, succeeded):
+    index, source = None, None
+    if record.misses():
+        # Checked by on_config_parsed, which stops the build on a bad value.
+        index, source = find_index(d, float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2))
+    doc = record.document(index, source, succeeded)
+    directory = os.path.join(d.getVar("LOG_DIR"), "equivcache")
+    name = "%s.json" % (record.name or time.strftime("%Y%m%d%H%M%S"))
+    try:
+        bb.utils.mkdirhier(directory)
+        files.write_json(os.path.join(directory, name), doc)
+        latest = os.path.join(directory, "latest.json")
+        if os.path.lexists(latest):
+            os.unlink(latest)
+        os.symlink(name, latest)
+    except OSError as e:
+        bb.warn("equivcache: cannot write the build report in %s: %s" % (directory, e))
+        bb.plain(report.summary_line(doc))
+        return
+    topdir = d.getVar("TOPDIR") or ""
+    path = os.path.join(directory, name)
+    bb.plain(report.summary_line(doc, os.path.relpath(path, topdir) if path.startswith(topdir + "/") else path))

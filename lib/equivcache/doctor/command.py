@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: MIT
+#
+# equivcache-doctor's command line: why the shared cache does not cover a
+# target, in a few ranked causes, without building anything. It runs
+# `bitbake -S none`, reads the cache's index and signature data, and hands
+# both to doctor/analysis.py; scripts/equivcache-doctor calls main().
+
+import argparse
+import concurrent.futures
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+from equivcache import buildlock, index, names, probe
+from equivcache.cli import Failure, Parser, UsageError, find_bitbake, run
+from equivcache.doctor import analysis
+
+PROG = "equivcache-doctor"
+
+# The largest signature data file taken from the mirror (they are kilobytes).
+SIGDATA_LIMIT = 256 << 20
+
+# The largest index.json it reads.
+INDEX_LIMIT = 1 << 30
+
+DESCRIPTION = """\
+Explain why the shared cache does not cover TARGET, without building it.
+
+Run in a build directory (after oe-init-build-env). It computes this build's
+task signatures with `bitbake -S none TARGET`, reads the cache's index.json,
+and finds the setscene tasks the mirror has no object for. Among the tasks
+they depend on it finds the root divergences: tasks whose own inputs
+(variables, files, dependencies) differ from every signature the mirror
+has, as opposed to tasks that only inherit a changed dependency. Each root
+is compared with the mirror's signature data of the same recipe and task by
+bitbake's own bb.siggen.compare_sigfiles (what bitbake-diffsigs prints), and
+the causes are ranked by the number of tasks they cost: the root and every
+task that depends on it.
+
+The cache is EQUIVCACHE_SERVER, else the directory above each SSTATE_MIRRORS
+entry, else --server. The signature data of the mirror comes from what
+`equivcache-server publish` copied from the producers' STAMPS_DIR.
+
+It changes nothing: the signature files `bitbake -S none` writes into
+STAMPS_DIR are removed again unless they were there before (--keep-sigdata
+keeps them for bitbake-diffsigs).
+"""
+
+EPILOG = """\
+examples:
+  %(prog)s core-image-minimal
+  %(prog)s --json core-image-minimal > doctor.json
+  %(prog)s --server http://cache.example.com:8080 core-image-minimal
+
+Exit status: 0 diagnosed (whether or not the mirror covers the target),
+1 bitbake or the cache's index failed, 2 bad usage.
+"""
+
+
+def make_parser():
+    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG % {"prog": PROG},
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", metavar="TARGET", nargs="+", help="what you would give bitbake")
+    parser.add_argument("--server", metavar="URL", help="the cache's root: http(s):// URL of an equivcache-server "
+                        "mirror, or a cache directory (default: EQUIVCACHE_SERVER, else the directory above "
+                        "each SSTATE_MIRRORS entry)")
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON (for CI)")
+    parser.add_argument("--builddir", metavar="DIR", help="the build directory (default: $BUILDDIR, else the "
+                        "current directory)")
+    parser.add_argument("--bitbake", metavar="DIR", help="the bitbake directory (default: the one on PATH)")
+    parser.add_argument("--keep-sigdata", action="store_true", help="keep the signature files bitbake -S none "
+                        "wrote into STAMPS_DIR")
+    return parser
+
+
+def build_settings(builddir):
+    """STAMPS_DIR and where the cache's index may be, from the configuration."""
+    import bb.tinfoil
+    from equivcache import configcheck
+    # Its messages go to stderr: stdout is the diagnosis (JSON with --json).
+    with bb.tinfoil.Tinfoil(output=sys.stderr, tracking=False) as tinfoil:
+        tinfoil.logger.setLevel(logging.ERROR)
+        tinfoil.prepare(config_only=True, quiet=2)
+        d = tinfoil.config_data
+        stamps = d.getVar("STAMPS_DIR")
+        locations = configcheck.descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", index.NAME)
+    return stamps, locations
+
+
+def index_locations(url):
+    url = url.rstrip("/")
+    if "://" not in url:
+        url = "file://" + os.path.abspath(url)
+    return [url + "/" + index.NAME]
+
+
+def read_index(locations):
+    doc, url, errors = index.read_first(locations, 30, INDEX_LIMIT)
+    if doc is not None:
+        return doc, url
+    if not locations:
+        raise Failure("no cache to compare with: set EQUIVCACHE_SERVER or SSTATE_MIRRORS, or pass --server URL")
+    raise Failure("cannot read the cache's index: %s" % "; ".join(errors))
+
+
+def run_bitbake(builddir, targets):
+    """bitbake -S none TARGETS: the signature data of every task, into STAMPS_DIR."""
+    command = ["bitbake", "-S", "none"] + targets
+    result = subprocess.run(command, cwd=builddir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True)
+    tail = "\n".join(result.stdout.splitlines()[-30:])
+    if result.returncode:
+        raise Failure("%s failed (status %d):\n%s" % (" ".join(command), result.returncode, tail))
+    return tail
+
+
+def sigdata_written(stamps):
+    """{path: (recipe, task, unihash, mtime)} of every sigdata file under stamps."""
+    found = {}
+    for rel, _, parsed in names.sigdata_files(stamps):
+        path = os.path.join(stamps, rel)
+        found[path] = parsed + (os.path.getmtime(path),)
+    return found
+
+
+def local_tasks(written, since, load):
+    """{pnid: analysis.Task} of the sigdata files (sigdata_written()) written since `since`."""
+    found, mtimes = {}, {}
+    for path, (recipe, task, unihash, mtime) in written.items():
+        if mtime < since:
+            continue
+        t = analysis.Task(recipe, task, unihash, path)
+        if t.pnid not in found or mtime > mtimes[t.pnid]:
+            found[t.pnid], mtimes[t.pnid] = t, mtime
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for t, data in zip(found.values(), pool.map(load, [t.path for t in found.values()])):
+            t.data = data or {}
+    return found
+
+
+def fetcher(root, workdir):
+    """fetch(paths) -> {path: local file} for the cache at root (URL or file://)."""
+    parsed = urllib.parse.urlsplit(root)
+    if parsed.scheme == "file":
+        base = urllib.parse.unquote(parsed.path)
+
+        def fetch_local(paths):
+            return {p: os.path.join(base, p) for p in paths if os.path.isfile(os.path.join(base, p))}
+        return fetch_local
+
+    def one(path):
+        try:
+            data = probe.fetch(root + "/" + urllib.parse.quote(path), 30, limit=SIGDATA_LIMIT)
+        except OSError:
+            return None
+        dest = os.path.join(workdir, path)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest, "wb") as f:
+            f.write(data)
+        return dest
+
+    def fetch_http(paths):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            return {p: f for p, f in zip(paths, pool.map(one, paths)) if f}
+    return fetch_http
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    return run(PROG, diagnose, args)
+
+
+def diagnose(args):
+    builddir = os.path.abspath(args.builddir or os.environ.get("BUILDDIR") or os.getcwd())
+    if not os.path.isfile(os.path.join(builddir, "conf", "bblayers.conf")):
+        raise UsageError("%s is not a build directory (no conf/bblayers.conf); run it in one, or pass "
+                         "--builddir" % builddir)
+    bitbake = find_bitbake(args.bitbake)
+    sys.path.insert(0, os.path.join(bitbake, "lib"))
+    os.environ["PATH"] = os.path.join(bitbake, "bin") + os.pathsep + os.environ.get("PATH", "")
+    os.chdir(builddir)
+
+    import bb.compress.zstd
+    import bb.siggen
+
+    def load(path):
+        try:
+            with bb.compress.zstd.open(path, "rt", encoding="utf-8", num_threads=1) as f:
+                return json.load(f, object_hook=bb.siggen.SetDecoder)
+        except (OSError, ValueError, EOFError):
+            return None
+
+    def compare(mirror_file, local_file):
+        return bb.siggen.compare_sigfiles(mirror_file, local_file)
+
+    stamps, locations = build_settings(builddir)
+    try:
+        buildlock.wait_for_server_exit(builddir)
+    except TimeoutError as e:
+        raise Failure(str(e))
+    if args.server:
+        locations = index_locations(args.server)
+    mirror_index, index_url = read_index(locations)
+    before = set(sigdata_written(stamps))
+    started = time.time() - 1
+    output = run_bitbake(builddir, args.targets)
+    written = sigdata_written(stamps)
+    with tempfile.TemporaryDirectory(prefix="equivcache-doctor-") as workdir:
+        try:
+            tasks = local_tasks(written, started, load)
+            if not tasks:
+                raise Failure("bitbake -S none wrote no signature data under STAMPS_DIR %s (bitbake keeps the stamp "
+                              "paths of a parse cached under a configuration that differs only in STAMPS_DIR or "
+                              "TMPDIR: remove that parse cache, TMPDIR/cache, and run again); it said:\n%s"
+                              % (stamps, output))
+            root = index_url[: -len("/" + index.NAME)]
+            doc = analysis.analyse(tasks, analysis.Mirror(mirror_index), fetcher(root, workdir), load, compare)
+        finally:
+            if not args.keep_sigdata:
+                for path in set(written) - before:
+                    os.unlink(path)
+
+    doc["targets"] = args.targets
+    doc["index"] = index_url
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(analysis.render(doc))
+    return 0

@@ -1,0 +1,218 @@
+# SPDX-License-Identifier: MIT
+#
+# equivcache-server's command line: publish a producer's build into a shared
+# cache and serve it (the real bitbake-hashserv beside an http sstate and
+# downloads mirror); status and production configurations. scripts/
+# equivcache-server calls main().
+
+import argparse
+import logging
+import os
+import sys
+
+from equivcache.cli import Parser, UsageError, find_bitbake, layer_dir, run
+from equivcache.server import prodconfig
+from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
+from equivcache.server.layout import Layout, check_cache_dir, saved_database
+from equivcache.server.publish import publish
+from equivcache.server.serve import serve
+from equivcache.server.status import status
+
+SCRIPT = os.path.join(layer_dir(), "scripts", "equivcache-server")
+
+PROG = "equivcache-server"
+
+DESCRIPTION = """\
+Publish and serve a shared Yocto cache: sstate objects and downloads over
+http, with the hash equivalence server that names them.
+
+  publish   add a producer build's sstate-cache/, downloads/ and hash
+            equivalence database to CACHE_DIR; refresh its descriptor
+            (equivcache.json) and object index (index.json)
+  serve     serve CACHE_DIR in the foreground until Ctrl-C or SIGTERM:
+              http mirror     sstate-cache/, downloads/, equivcache.json, index.json
+              read endpoint   bitbake-hashserv on TCP, anonymous @read only
+              write endpoint  bitbake-hashserv on CACHE_DIR/server/hashserv.sock
+  status    what is up, where, and how big the cache is
+  config    print an nginx site (--nginx) or systemd units (--systemd)
+"""
+
+EPILOG = """\
+The seed guide's whole setup, on the producer's machine:
+  %(prog)s publish --from ~/poky/build /srv/yocto-cache
+  %(prog)s serve --bind 0.0.0.0 /srv/yocto-cache
+and on each consumer, in its build directory:
+  equivcache-client --server http://cache.example.com:8080
+
+bitbake-hashserv comes from poky: source oe-init-build-env first, or set
+BITBAKEDIR or POKY_DIR, or pass --bitbake. Exit status: 0 success, 1 failure,
+2 bad usage (nothing changed), 3 (status) not being served.
+"""
+
+
+def port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a port number" % text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("port %d is not in 1-65535" % value)
+    return value
+
+
+def make_parser():
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG % {"prog": PROG}, formatter_class=formatter)
+    parser.add_argument("--bitbake", metavar="DIR", help="poky's bitbake directory (default: the bitbake on PATH, "
+                        "$BITBAKEDIR, $POKY_DIR/bitbake, or poky beside this layer)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (every hashserv connection)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("publish", help="add a producer build to the cache", formatter_class=formatter,
+                       description="Add a producer build's sstate objects and downloads to CACHE_DIR (copied "
+                       "under temporary names, then renamed: the mirror never serves a partial file), then "
+                       "copy the signature data of the tasks it ran (its STAMPS_DIR's *.sigdata.*, which "
+                       "equivcache-doctor compares with a consumer's), then "
+                       "merge its hash equivalence database into the cache's through a write endpoint (the "
+                       "running server's, or a private one): entries already present are left alone, none "
+                       "is lost. Refreshes equivcache.json and index.json. Safe while serve runs; two "
+                       "publishes take turns.",
+                       epilog="example: %s publish --from ~/poky/build /srv/yocto-cache" % PROG)
+    p.set_defaults(func=cmd_publish)
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory (created if absent)")
+    p.add_argument("--from", dest="builddir", metavar="BUILDDIR", required=True,
+                   help="the producer's build directory (TOPDIR)")
+    p.add_argument("--sstate-dir", metavar="DIR", help="the producer's SSTATE_DIR (default: BUILDDIR/sstate-cache)")
+    p.add_argument("--downloads-dir", metavar="DIR", help="the producer's DL_DIR (default: BUILDDIR/downloads)")
+    p.add_argument("--stamps-dir", metavar="DIR", action="append", help="the producer's STAMPS_DIR "
+                   "(default: every BUILDDIR/tmp*/stamps; may be given more than once)")
+    p.add_argument("--hashserv-db", metavar="FILE", help="the producer's hash equivalence database, the auto "
+                   "server's PERSISTENT_DIR/hashserv.db (default: BUILDDIR/cache/hashserv.db)")
+    add_database(p)
+
+    p = sub.add_parser("serve", help="serve the cache in the foreground", formatter_class=formatter,
+                       description="Serve CACHE_DIR until Ctrl-C or SIGTERM: the http mirror, a read-only "
+                       "bitbake-hashserv on TCP (anonymous users may only read; an admin user, whose "
+                       "credentials are generated on first start into CACHE_DIR/server/admin.json, mode "
+                       "0600, may write), and a write endpoint on the unix socket "
+                       "CACHE_DIR/server/hashserv.sock (only this user can reach it). Logs go to stderr and "
+                       "CACHE_DIR/server/serve.log. Refuses (status 2) a socket a live server holds or a "
+                       "port in use.",
+                       epilog="example: %s serve --bind 0.0.0.0 --public-host cache.example.com /srv/yocto-cache"
+                       % PROG)
+    p.set_defaults(func=cmd_serve)
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory (created if absent)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="address to listen on (default: 127.0.0.1; 0.0.0.0 or :: for every interface)")
+    p.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT,
+                   help="http mirror port (default: %(default)s)")
+    p.add_argument("--hashserv-port", type=port, default=DEFAULT_HASHSERV_PORT,
+                   help="read endpoint port (default: %(default)s)")
+    p.add_argument("--public-host", metavar="HOST", help="host name consumers use, written into the "
+                   "descriptor (default: the --bind address, or this machine's name if that is a wildcard)")
+    add_database(p)
+
+    p = sub.add_parser("status", help="say what is up, where, and how big the cache is",
+                       description="Exit status 0 if everything is up, 3 if the cache is not being served, "
+                       "1 if a part is down.")
+    p.set_defaults(func=cmd_status)
+    p.add_argument("cache_dir", metavar="CACHE_DIR")
+
+    p = sub.add_parser("config", help="print production configurations", formatter_class=formatter,
+                       description="Print a ready nginx site for the mirror (--nginx) or systemd units for "
+                       "each part (--systemd), with serve's safe defaults.",
+                       epilog="example: %s config --nginx --public-host cache.example.com /srv/yocto-cache" % PROG)
+    p.set_defaults(func=cmd_config)
+    p.add_argument("cache_dir", metavar="CACHE_DIR")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--nginx", action="store_true", help="an nginx site serving the mirror")
+    what.add_argument("--systemd", action="store_true", help="systemd units for the hashserv endpoints, "
+                      "and one for the whole server")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS", help="address to listen on (default: every one)")
+    p.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT, help="mirror port")
+    p.add_argument("--hashserv-port", type=port, default=DEFAULT_HASHSERV_PORT, help="read endpoint port")
+    p.add_argument("--public-host", default="_", metavar="HOST", help="(nginx) server_name")
+    p.add_argument("--user", default="equivcache", help="(systemd) the user the services run as")
+    return parser
+
+
+def add_database(p):
+    p.add_argument("--database", metavar="URL", help="the cache's hash equivalence database: SQLite by default "
+                   "(CACHE_DIR/hashserv.db), or PostgreSQL through hashserv's SQLAlchemy backend, e.g. "
+                   "postgresql+asyncpg://user@dbhost/hashserv (python3-sqlalchemy and python3-asyncpg). "
+                   "Remembered in CACHE_DIR/server/server.json; a cache keeps one database")
+    p.add_argument("--db-password-file", metavar="FILE", help="a file holding the database password "
+                   "(kept out of the command line and of server.json)")
+
+
+def setup_logging(args, layout=None):
+    level = logging.DEBUG if args.verbose else logging.INFO
+    root = logging.getLogger("equivcache")
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if layout is not None:
+        log = logging.FileHandler(layout.log)
+        log.setFormatter(fmt)
+        root.addHandler(log)
+
+
+def db_password(args):
+    if not getattr(args, "db_password_file", None):
+        return None
+    try:
+        with open(args.db_password_file) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise UsageError("--db-password-file %s: %s" % (args.db_password_file, e.strerror))
+
+
+def cmd_config(args):
+    root = os.path.abspath(args.cache_dir)
+    if args.nginx:
+        sys.stdout.write(prodconfig.nginx(root, args.public_host, args.http_port, args.bind))
+    else:
+        bitbake = find_bitbake(args.bitbake)
+        database = saved_database(Layout(root))
+        sys.stdout.write(prodconfig.systemd(root, bitbake, sys.executable, args.user, args.bind,
+                                            args.hashserv_port, database))
+        sys.stdout.write("\n" + prodconfig.systemd_all(root, SCRIPT, sys.executable, args.user, args.bind,
+                                                       args.http_port, args.hashserv_port))
+    return 0
+
+
+def cmd_status(args):
+    if not os.path.isdir(args.cache_dir):
+        raise UsageError("cache directory %s does not exist" % args.cache_dir)
+    layout = Layout(args.cache_dir)
+    try:
+        bitbake = find_bitbake(args.bitbake)
+    except UsageError:
+        bitbake = None
+    return status(layout, bitbake)
+
+
+def cmd_publish(args):
+    bitbake = find_bitbake(args.bitbake)
+    password = db_password(args)
+    layout = check_cache_dir(args.cache_dir, create=True)
+    setup_logging(args)
+    return publish(layout, bitbake, os.path.abspath(args.builddir), args.sstate_dir, args.downloads_dir,
+                   args.hashserv_db, args.database, password, stamps_dirs=args.stamps_dir)
+
+
+def cmd_serve(args):
+    bitbake = find_bitbake(args.bitbake)
+    password = db_password(args)
+    layout = check_cache_dir(args.cache_dir, create=True)
+    setup_logging(args, layout)
+    return serve(layout, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
+                 args.database, password, args.verbose)
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    return run(PROG, args.func, args)

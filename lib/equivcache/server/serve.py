@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: MIT
+#
+# equivcache-server serve: the cache's http mirror and its two
+# bitbake-hashserv endpoints, in the foreground until SIGTERM or SIGINT.
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+
+from equivcache import files
+from equivcache.cli import UsageError
+from equivcache.formatting import utc_iso
+from equivcache.server.database import show_database
+from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, READ_PERMS, WRITE_PERMS, HashServ,
+                                         check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
+from equivcache.server.layout import admin_credentials, load_json, server_config, write_descriptor
+from equivcache.server.mirrorhttp import MirrorServer
+
+logger = logging.getLogger("equivcache.server")
+
+
+def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
+          public_host=None, database=None, db_password=None, verbose=False):
+    """Serve the cache until SIGTERM or SIGINT; return the exit status."""
+    config = server_config(layout, database)
+    database = config["database"]
+    if socket_alive(layout.socket):
+        state = load_json(layout.state, {}) or {}
+        raise UsageError("the write socket %s is held by a running server%s; stop it first "
+                         "(equivcache-server status %s)" % (
+                             layout.socket, " (pid %s)" % state["pid"] if "pid" in state else "", layout.root))
+    check_port_free(bind, http_port, "http")
+    check_port_free(bind, hashserv_port, "hashserv")
+    if http_port == hashserv_port:
+        raise UsageError("--http-port and --hashserv-port are both %d" % http_port)
+    if os.path.exists(layout.socket):
+        logger.info("removing the stale socket %s (no server answers on it)", layout.socket)
+        os.unlink(layout.socket)
+
+    if public_host is None:
+        public_host = bind if loopback_for(bind) == bind else socket.getfqdn()
+    public = [tcp_address(public_host, hashserv_port)]
+    config["hashserv"] = public
+    files.write_json(layout.config, config, 0o600)
+    admin = admin_credentials(layout)
+    level = "INFO" if verbose else "WARNING"
+    hashserv = import_hashserv(bitbake, layout.private)
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    children = []
+    mirror = None
+    status = 0
+    try:
+        # The write endpoint first: it creates the tables, the read one then finds them.
+        writer = HashServ("hashserv-write", bitbake, "unix://" + layout.socket, database, WRITE_PERMS, level,
+                          layout.private, db_password=db_password)
+        children.append(writer)
+        writer.wait_ready(hashserv, "unix://" + layout.socket)
+        reader = HashServ("hashserv-read", bitbake, tcp_address(bind, hashserv_port), database, READ_PERMS, level,
+                          layout.private, admin=admin, db_password=db_password)
+        children.append(reader)
+        reader.wait_ready(hashserv, tcp_address(loopback_for(bind), hashserv_port))
+
+        mirror = MirrorServer(layout.root, (bind, http_port))
+        threading.Thread(target=mirror.serve_forever, daemon=True).start()
+        write_descriptor(layout)
+        state = {
+            "pid": os.getpid(),
+            "started": utc_iso(),
+            "http": mirror.url,
+            "hashserv": tcp_address(bind, hashserv_port),
+            "bind": bind,
+            "hashserv_port": hashserv_port,
+            "public_hashserv": public,
+            "socket": "unix://" + layout.socket,
+            "database": show_database(database),
+        }
+        files.write_json(layout.state, state)
+        logger.info("serving %s", layout.root)
+        logger.info("  http mirror:     %s (sstate-cache/, downloads/, equivcache.json, index.json)", mirror.url)
+        logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
+                    state["hashserv"], READ_PERMS, layout.admin)
+        logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)
+        logger.info("  database:        %s", state["database"])
+        logger.info("  consumers:       equivcache-client --server http://%s:%d",
+                    "[%s]" % public_host if ":" in public_host else public_host, mirror.server_address[1])
+        while not stop.wait(0.5):
+            for child in children:
+                if child.process.poll() is not None:
+                    logger.error("%s exited with status %d; stopping", child.name, child.process.returncode)
+                    status = 1
+                    stop.set()
+        if status == 0:
+            logger.info("stopping")
+    finally:
+        if mirror is not None:
+            mirror.shutdown()
+            mirror.server_close()
+        for child in reversed(children):
+            child.stop()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.state)
+        if os.path.exists(layout.socket) and not socket_alive(layout.socket):
+            os.unlink(layout.socket)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return status
