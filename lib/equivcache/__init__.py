@@ -1,6 +1,35 @@
 # SPDX-License-Identifier: MIT
-#
-# meta-equivcache Python library. BBIMPORTS: modules bitbake imports when
-# the layer is added (addpylib in conf/layer.conf).
+"""meta-equivcache's Python library.
+
+BBIMPORTS: the modules bitbake imports when the layer is added (addpylib in
+conf/layer.conf). What bitbake imports at build time stays at the top of
+the package; the tools are subpackages. "pure": no bb import (a unit test
+reads every module's imports to keep it so).
+
+Build time (imported by bitbake):
+  siggen.py        the EquivCacheHash signature handler (registered in bb.siggen)
+  configcheck.py   equivcache.bbclass's ConfigParsed handler: gather, probe, judge, warn/fix/fail
+  buildreport.py   equivcache.bbclass's build-event handler: the build report
+  rules.py         the rule registry: one function per mismatch (pure)
+  report.py        the build report's record, miss classes and summary line (pure)
+  outage.py        the one outage warning per build (pure)
+  mirrors.py       SSTATE_MIRRORS parsing (pure)
+  probe.py         network and directory probes (pure)
+
+Formats and shared helpers (pure):
+  descriptor.py    equivcache.json, a cache's descriptor
+  index.py         index.json, what a cache holds (schemas/index-v2.json)
+  names.py         sstate object and signature data names, and walks over them
+  files.py         atomic writes
+  formatting.py    sizes and times for people
+  buildlock.py     waiting for a build directory's bitbake server to exit
+  cli.py           the scripts' error convention, parser, bitbake finder, progress bar
+  schemas/         JSON schemas of the report and the index
+
+Tools (scripts/ are thin front ends over these):
+  server/          equivcache-server: publish, serve, status, config
+  client/          equivcache-client: configure a build directory from a URL
+  doctor/          equivcache-doctor: why the mirror misses, ranked
+"""
 
 BBIMPORTS = ["siggen"]
