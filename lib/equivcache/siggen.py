@@ -47,7 +47,7 @@ SERVER_ERRORS = (
 class ServerAway(Exception):
     """A client call failed with one of SERVER_ERRORS.
 
-    Raised from client() and client_pool(), so that it passes through the
+    Raised from client() (and client_pool(), where bitbake has one), so that it passes through the
     "except ConnectionError" of OEEquivHash's report code (which would warn
     once per task) up to the handler's own methods, which warn once per build.
     """
@@ -57,31 +57,36 @@ class ServerAway(Exception):
         self.error = error
 
 
-class RaisingClientPool(hashserv.client.ClientPool):
-    """hashserv's ClientPool (BB_HASHSERVE_MAX_PARALLEL > 1), except that a
-    failure in its worker thread is raised in the caller. Upstream's thread
-    dies with a traceback on stderr and leaves the answers unset, which
-    OEEquivHash then takes for "no unihash known" and saves."""
+# scarthgap's bitbake (2.8) queries with a pool of clients in a thread
+# when BB_HASHSERVE_MAX_PARALLEL > 1; bitbake 2.18 (wrynose) has no pool.
+ClientPool = getattr(hashserv.client, "ClientPool", None)
 
-    def run_tasks(self, tasks):
-        failures = []
-        previous_hook = threading.excepthook
-        existing = {t.ident for t in threading.enumerate()}
+if ClientPool is not None:
+    class RaisingClientPool(ClientPool):
+        """hashserv's ClientPool (BB_HASHSERVE_MAX_PARALLEL > 1), except that a
+        failure in its worker thread is raised in the caller. Upstream's thread
+        dies with a traceback on stderr and leaves the answers unset, which
+        OEEquivHash then takes for "no unihash known" and saves."""
 
-        def keep(args):
-            # Only the pool's thread, started and joined within this call.
-            if args.thread is not None and args.thread.ident not in existing:
-                failures.append(args.exc_value)
-            else:
-                previous_hook(args)
+        def run_tasks(self, tasks):
+            failures = []
+            previous_hook = threading.excepthook
+            existing = {t.ident for t in threading.enumerate()}
 
-        threading.excepthook = keep
-        try:
-            super().run_tasks(tasks)
-        finally:
-            threading.excepthook = previous_hook
-        if failures:
-            raise failures[0]
+            def keep(args):
+                # Only the pool's thread, started and joined within this call.
+                if args.thread is not None and args.thread.ident not in existing:
+                    failures.append(args.exc_value)
+                else:
+                    previous_hook(args)
+
+            threading.excepthook = keep
+            try:
+                super().run_tasks(tasks)
+            finally:
+                threading.excepthook = previous_hook
+            if failures:
+                raise failures[0]
 
 
 class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHash):
@@ -114,16 +119,18 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
         except SERVER_ERRORS as e:
             raise ServerAway(e) from e
 
-    @contextmanager
-    def client_pool(self):
-        if getattr(self, "_client_pool", None) is None:
-            with self._client_env():
-                self._client_pool = RaisingClientPool(self.server, self.max_parallel, **self.get_hashserv_creds())
-        try:
-            with super().client_pool() as client_pool:
-                yield client_pool
-        except SERVER_ERRORS as e:
-            raise ServerAway(e) from e
+    if ClientPool is not None:
+        @contextmanager
+        def client_pool(self):
+            if getattr(self, "_client_pool", None) is None:
+                with self._client_env():
+                    self._client_pool = RaisingClientPool(self.server, self.max_parallel,
+                                                          **self.get_hashserv_creds())
+            try:
+                with super().client_pool() as client_pool:
+                    yield client_pool
+            except SERVER_ERRORS as e:
+                raise ServerAway(e) from e
 
     def equivcache_server_away(self, error, during):
         """Note that the server is away: warn once per build, then stop asking."""
