@@ -133,6 +133,15 @@ def test_parse_build_configuration():
     assert publish.parse_build_configuration("no such block\n") == ({}, [])
 
 
+def test_parse_build_configuration_without_target_fpu():
+    """wrynose's BUILDCFG_VARS has no TARGET_FPU: the layers follow the last variable."""
+    log = COOKER_LOG.replace('TARGET_FPU           = ""\n', "").replace('"2.8.1"', '"2.18.0"')
+    values, layers = publish.parse_build_configuration(log)
+    assert "TARGET_FPU" not in values and values["TUNE_FEATURES"] == "m64 core2"
+    assert values["BB_VERSION"] == "2.18.0"
+    assert [layer["name"] for layer in layers] == ["meta", "meta-poky", "meta-equivcache"]
+
+
 def test_newest_build_configuration(tmp_path):
     old = tmp_path / "tmp" / "log" / "cooker" / "qemux86-64" / "1.log"
     new = tmp_path / "tmp-glibc" / "log" / "cooker" / "qemux86-64" / "2.log"

@@ -45,33 +45,34 @@ def download_files(dl_dir):
 
 
 _CONFIG_LINE = re.compile(r'^(\S+)\s*=\s*"(.*)"\s*$')
+_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 def parse_build_configuration(text):
     """The "Build Configuration:" block bitbake prints at the start of a build
     (and keeps in tmp/log/cooker/MACHINE/*.log): ({VARIABLE: value},
-    [{"name": layer, "revision": "branch:revision"}]). Several layers on one
-    revision are listed one per line, the value on the last. ({}, []) if absent."""
+    [{"name": layer, "revision": "branch:revision"}]). The variables come
+    first (upper-case names, BUILDCFG_VARS: which ones differs between
+    releases), then the layers; several layers on one revision are listed
+    one per line, the value on the last. ({}, []) if absent."""
     values, layers, pending = {}, [], []
     lines = text.splitlines()
     try:
         start = lines.index("Build Configuration:")
     except ValueError:
         return values, layers
-    seen_fpu = False
     for line in lines[start + 1:]:
         line = line.rstrip()
         if not line.strip():
             break
         m = _CONFIG_LINE.match(line)
-        if m and not seen_fpu:
+        if m and not layers and not pending and _VARIABLE.match(m.group(1)):
             values[m.group(1)] = m.group(2)
-            seen_fpu = m.group(1) == "TARGET_FPU"
         elif m:
             for name in pending + [m.group(1)]:
                 layers.append({"name": name, "revision": m.group(2)})
             pending = []
-        elif seen_fpu and re.match(r"^\S+$", line.strip()):
+        elif re.match(r"^\S+$", line.strip()):
             pending.append(line.strip())
         else:
             break
