@@ -7,6 +7,7 @@
 # make exactly the same ones.
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -28,8 +29,18 @@ CHANGEABLE = ("SSTATE_MIRRORS", "BB_SIGNATURE_HANDLER", "BB_HASHSERVE", "BB_HASH
 INPUTS = CHANGEABLE + ("EQUIVCACHE_MODE", "EQUIVCACHE_IGNORE", "EQUIVCACHE_SERVER", "BB_NO_NETWORK")
 
 # Fetch schemes sent to the downloads mirror of EQUIVCACHE_SERVER, as
-# OE-core's own-mirrors.bbclass sends them to SOURCE_MIRROR_URL.
-DOWNLOAD_SCHEMES = ("cvs", "svn", "git", "gitsm", "hg", "bzr", "p4", "osc", "https?", "ftp", "npm", "crate")
+# OE-core's own-mirrors.bbclass sends them to SOURCE_MIRROR_URL, with the
+# bitbake fetcher module that serves each: wrynose's bitbake has no cvs, bzr
+# or osc fetcher, and its sanity check warns about a mirror entry for them.
+DOWNLOAD_SCHEMES = (("cvs", "cvs"), ("svn", "svn"), ("git", "git"), ("gitsm", "gitsm"), ("hg", "hg"),
+                    ("bzr", "bzr"), ("p4", "perforce"), ("osc", "osc"), ("https?", "wget"), ("ftp", "wget"),
+                    ("npm", "npm"), ("crate", "crate"))
+
+
+def download_schemes():
+    """The schemes of DOWNLOAD_SCHEMES that this bitbake has a fetcher for."""
+    return [scheme for scheme, module in DOWNLOAD_SCHEMES
+            if importlib.util.find_spec("bb.fetch2.%s" % module) is not None]
 
 
 def parse_server(address):
@@ -65,8 +76,30 @@ def gather(d):
         mirror_allow_network=bb.utils.to_boolean(d.getVar("SSTATE_MIRROR_ALLOW_NETWORK")),
         nativelsbstring=d.getVar("NATIVELSBSTRING") or "",
         uninative="uninative" in (d.getVar("INHERIT") or "").split(),
-        websockets=importlib.util.find_spec("websockets") is not None,
+        websockets=websockets_usable(),
+        stock_survives_outage=stock_survives_outage(),
     )
+
+
+def websockets_usable():
+    """Whether this python has the websockets module that bitbake's ws:// and
+    wss:// client needs: version 10 or newer."""
+    try:
+        version = importlib.metadata.version("websockets")
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.util.find_spec("websockets") is not None   # installed without metadata
+    try:
+        return int(version.split(".")[0]) >= 10
+    except ValueError:
+        return True
+
+
+def stock_survives_outage():
+    """Whether bitbake's own hash equivalence handlers carry on when the
+    server is away. scarthgap's bitbake (2.8) aborts the build; bitbake 2.18
+    (wrynose) catches the connection errors, warns and guesses, in the same
+    rework that removed the handler's client pool: ask for that."""
+    return not hasattr(bb.siggen.SignatureGeneratorUniHashMixIn, "client_pool")
 
 
 def state_dir(d):
@@ -134,7 +167,10 @@ def configure_client(d, server, doc):
     settings = gather(d)
     if not settings.sstate_mirrors:
         changes["SSTATE_MIRRORS"] = "file://.* %s/PATH;downloadfilename=PATH" % desc.resolve(server, doc["sstate"])
-    if not settings.handler_uses_server:
+    # OEEquivHash (wrynose's default) computes the same signatures: switching
+    # it keeps every sstate object and gives the build report. Any other
+    # handler that uses a server is the user's own choice, and kept.
+    if not settings.handler_uses_server or settings.handler == "OEEquivHash":
         changes["BB_SIGNATURE_HANDLER"] = "EquivCacheHash"
     if not settings.hashserve:
         changes["BB_HASHSERVE"] = "auto"
@@ -144,7 +180,7 @@ def configure_client(d, server, doc):
         changes["SSTATE_MIRROR_ALLOW_NETWORK"] = "1"
     downloads = desc.resolve(server, doc.get("downloads", ""))
     if downloads and downloads not in (d.getVar("PREMIRRORS") or ""):
-        entries = " ".join("%s://.*/.* %s/" % (scheme, downloads) for scheme in DOWNLOAD_SCHEMES)
+        entries = " ".join("%s://.*/.* %s/" % (scheme, downloads) for scheme in download_schemes())
         changes["PREMIRRORS"] = (entries + " " + (d.getVar("PREMIRRORS") or "")).strip()
     return changes
 

@@ -37,7 +37,8 @@ class Settings:
     mirror_allow_network: bool = False  # SSTATE_MIRROR_ALLOW_NETWORK = "1"
     nativelsbstring: str = ""
     uninative: bool = False           # uninative in INHERIT
-    websockets: bool = True           # "import websockets" works for bitbake's python
+    websockets: bool = True           # bitbake's python has websockets >= 10 (what ws:// and wss:// need)
+    stock_survives_outage: bool = False  # bitbake's own handlers carry on when the server is away (wrynose)
 
 
 @dataclass
@@ -225,6 +226,11 @@ def check_server_unreachable(c):
     if s.handler == "EquivCacheHash":
         cost, fixes = "EquivCacheHash carries on without hash equivalence, so mirror objects stored " \
                       "under an equivalent unihash miss", {}
+    elif s.stock_survives_outage:
+        cost, fixes = "with %s every task warns, and the unihashes guessed meanwhile are saved, so the mirror " \
+                      "keeps missing after the server is back; EquivCacheHash (same signatures) warns once and " \
+                      "saves none" % s.handler, \
+                      {"BB_SIGNATURE_HANDLER": "EquivCacheHash"}
     else:
         cost, fixes = "with %s the build aborts when it first asks the server; EquivCacheHash (same " \
                       "signatures) would carry on without it" % s.handler, \
@@ -286,7 +292,7 @@ def check_mirror_unreachable(c):
                           "and the network, or start the server." % (mirror.root, reason))
 
 
-@rule("websockets-missing", "a ws:// or wss:// server without the websockets module")
+@rule("websockets-missing", "a ws:// or wss:// server without the websockets module (10 or newer)")
 def check_websockets_missing(c):
     s = c.settings
     if s.websockets:
@@ -294,9 +300,9 @@ def check_websockets_missing(c):
     for variable, address in (("BB_HASHSERVE", s.hashserve), ("BB_HASHSERVE_UPSTREAM", s.upstream)):
         if needs_websockets(address):
             yield Finding("websockets-missing",
-                          "%s = \"%s\" needs the Python websockets module, which bitbake's python cannot "
-                          "import: the server cannot be used. Install it (Debian: python3-websockets; "
-                          "pip: websockets)." % (variable, address))
+                          "%s = \"%s\" needs the Python websockets module (10 or newer), which bitbake's "
+                          "python cannot import: the server cannot be used. Install it (Debian: "
+                          "python3-websockets; pip: websockets)." % (variable, address))
 
 
 @rule("descriptor", "the cache descriptor cannot be read")

@@ -11,8 +11,10 @@ from conftest import need_bitbake
 need_bitbake()
 
 import importlib  # noqa: E402
+import os  # noqa: E402
 
 import bb.data  # noqa: E402
+import bb.fetch2  # noqa: E402
 
 # Imported for what they register in bb.siggen: OEBasicHash, OEEquivHash, EquivCacheHash.
 for module in ("oe.sstatesig", "equivcache.siggen"):
@@ -72,12 +74,22 @@ def test_configure_client_from_nothing(tmp_path):
     assert changes["BB_HASHSERVE_UPSTREAM"] == "127.0.0.1:8686"
     assert changes["SSTATE_MIRROR_ALLOW_NETWORK"] == "1"
     assert "git://.*/.* http://cache:8080/downloads/" in changes["PREMIRRORS"]
+    # Only schemes this bitbake fetches: wrynose's has no cvs fetcher, and its sanity check warns.
+    has_cvs = os.path.exists(os.path.join(os.path.dirname(bb.fetch2.__file__), "cvs.py"))
+    assert ("cvs://.*/.* http://cache:8080/downloads/" in changes["PREMIRRORS"]) == has_cvs
 
 
 def test_configure_client_keeps_user_values(tmp_path):
-    d = datastore(tmp_path, SSTATE_MIRRORS="file://.* file:///mine/PATH", BB_SIGNATURE_HANDLER="OEEquivHash",
+    d = datastore(tmp_path, SSTATE_MIRRORS="file://.* file:///mine/PATH", BB_SIGNATURE_HANDLER="EquivCacheHash",
                   BB_HASHSERVE="cache:9999", PREMIRRORS="git://.*/.* http://cache:8080/downloads/")
     assert check.configure_client(d, "http://cache:8080", DOC) == {}
+
+
+def test_configure_client_upgrades_oeequivhash(tmp_path):
+    """OEEquivHash (wrynose's default) becomes EquivCacheHash: the same signatures, and the build report."""
+    d = datastore(tmp_path, SSTATE_MIRRORS="file://.* file:///mine/PATH", BB_SIGNATURE_HANDLER="OEEquivHash",
+                  BB_HASHSERVE="cache:9999", PREMIRRORS="git://.*/.* http://cache:8080/downloads/")
+    assert check.configure_client(d, "http://cache:8080", DOC) == {"BB_SIGNATURE_HANDLER": "EquivCacheHash"}
 
 
 def test_workers_repeat_the_cooker_changes(tmp_path):

@@ -102,10 +102,22 @@ def test_fixes():
     assert fixes(equiv(hashserve="")) == {"BB_HASHSERVE": "auto"}
     assert fixes(equiv(hashserve="h:9"), {("server", "h:9"): "refused"}) == {"BB_SIGNATURE_HANDLER": "EquivCacheHash"}
     assert fixes(equiv(handler="EquivCacheHash", hashserve="h:9"), {("server", "h:9"): "refused"}) == {}
+    assert fixes(equiv(hashserve="h:9", stock_survives_outage=True), {("server", "h:9"): "refused"}) == \
+        {"BB_SIGNATURE_HANDLER": "EquivCacheHash"}
     assert fixes(equiv(sstate_mirrors=HTTP, upstream="10.0.0.9:1"), {}, DESCRIPTOR) == {"BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
     two = dict(DESCRIPTOR, hashserv=["127.0.0.1:9", "127.0.0.1:8686"])
     assert fixes(equiv(upstream="127.0.0.1:9"), {("server", "127.0.0.1:9"): "refused", ("server", "127.0.0.1:8686"): None},
                  two) == {"BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
+
+
+def test_server_unreachable_says_what_the_release_does():
+    """scarthgap's OEEquivHash aborts; wrynose's warns per task and saves its guesses."""
+    away = {("server", "h:9"): "refused"}
+    (old,) = evaluate(equiv(hashserve="h:9"), away)
+    (new,) = evaluate(equiv(hashserve="h:9", stock_survives_outage=True), away)
+    assert "with OEEquivHash the build aborts when it first asks the server" in old.message
+    assert "with OEEquivHash every task warns, and the unihashes guessed meanwhile are saved" in new.message
+    assert "aborts" not in new.message
 
 
 def test_descriptor_error_is_one_finding():
