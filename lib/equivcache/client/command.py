@@ -28,8 +28,8 @@ Writes one marked block into conf/site.conf (created if absent):
 
 equivcache.bbclass then sets the sstate and downloads mirrors, the
 EquivCacheHash signature handler and the hash equivalence upstream from the
-server's descriptor, keeping values you set yourself, and checks them on
-every parse. Running it again changes nothing; a line you already have
+server's descriptor, keeping values you set yourself (OEEquivHash becomes
+EquivCacheHash: the same signatures), and checks them on every parse. Running it again changes nothing; a line you already have
 (in site.conf, auto.conf or local.conf) is not repeated.
 """ % (block.BEGIN, block.END)
 
@@ -72,6 +72,9 @@ def read(path):
 
 
 def write(path, text):
+    """Write path if text is new. A symbolic link stays one: its target is
+    written (bitbake-setup links each build's conf/site.conf to one shared file)."""
+    path = os.path.realpath(path)
     if text == read(path):
         return False
     write_atomic(path, text, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
