@@ -4,12 +4,13 @@
 # lives: sourced by tests/setup and tests/run, so that both agree. A release
 # is added here, with its tree, once the whole suite runs on it.
 
-SUPPORTED_RELEASES="scarthgap"
+SUPPORTED_RELEASES="scarthgap wrynose"
 
 # release_var RELEASE: the environment variable naming the release's tree.
 release_var() {
     case "$1" in
         scarthgap) echo POKY_DIR ;;
+        wrynose) echo WRYNOSE_DIR ;;
     esac
 }
 
@@ -17,6 +18,7 @@ release_var() {
 release_default() {
     case "$1" in
         scarthgap) echo /opt/yocto/poky-yocto-5.0.15 ;;
+        wrynose) echo /opt/yocto/wrynose-yocto-6.0.2 ;;
     esac
 }
 
@@ -24,6 +26,7 @@ release_default() {
 release_tag() {
     case "$1" in
         scarthgap) echo yocto-5.0.15 ;;
+        wrynose) echo yocto-6.0.2 ;;
     esac
 }
 
@@ -31,6 +34,7 @@ release_tag() {
 release_bitbake() {
     case "$1" in
         scarthgap) echo 2.8 ;;
+        wrynose) echo 2.18 ;;
     esac
 }
 

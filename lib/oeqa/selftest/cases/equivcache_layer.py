@@ -10,7 +10,7 @@ import os
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import EquivCacheTestCase
 from oeqa.utils.equivcache import LAYERDIR
-from oeqa.utils.commands import get_bb_var, runCmd
+from oeqa.utils.commands import get_bb_var, get_bb_vars, runCmd
 
 
 @OETestTag("meta-equivcache")
@@ -30,6 +30,19 @@ class EquivCacheLayerTests(EquivCacheTestCase):
                                                os.path.join(self.workdir, "stamps-" + name))
         self.assertEqual(runs["without-layer"], runs["oeequivhash"], msg="adding meta-equivcache changed signatures")
         self.assertEqual(runs["oeequivhash"], runs["equivcachehash"], msg="EquivCacheHash and OEEquivHash disagree")
+
+    def test_fragment_enables_the_layer(self):
+        """wrynose's configuration fragment equivcache/enable selects EquivCacheHash and inherits the class;
+        on a release without fragments, OE_FRAGMENTS changes nothing."""
+        import bb.parse.ast
+        self.config(handler="OEEquivHash", extra='OE_FRAGMENTS += "equivcache/enable"')
+        values = get_bb_vars(["BB_SIGNATURE_HANDLER", "INHERIT"])
+        if hasattr(bb.parse.ast, "AddFragmentsNode"):
+            self.assertEqual(values["BB_SIGNATURE_HANDLER"], "EquivCacheHash", msg=values)
+            self.assertIn("equivcache", values["INHERIT"].split(), msg=values)
+        else:
+            self.assertEqual(values["BB_SIGNATURE_HANDLER"], "OEEquivHash", msg=values)
+            self.assertNotIn("equivcache", values["INHERIT"].split(), msg=values)
 
     def test_yocto_check_layer(self):
         """yocto-check-layer passes, the signature check of a software layer included, on all of OE-core."""
