@@ -48,11 +48,10 @@ def layer_dir():
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
-def find_bitbake(explicit=None, layerdir=None):
+def find_bitbake(explicit=None):
     """The bitbake directory (with bin/bitbake-hashserv and lib/hashserv):
     --bitbake, $BITBAKEDIR, the bitbake on PATH (oe-init-build-env puts it
     there), $POKY_DIR/bitbake, or poky beside the layer."""
-    layerdir = layerdir or layer_dir()
     candidates = []
     if explicit:
         candidates.append(explicit)
@@ -63,7 +62,7 @@ def find_bitbake(explicit=None, layerdir=None):
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(on_path))))
     if os.environ.get("POKY_DIR"):
         candidates.append(os.path.join(os.environ["POKY_DIR"], "bitbake"))
-    parent = os.path.dirname(os.path.abspath(layerdir))
+    parent = os.path.dirname(layer_dir())
     candidates += [os.path.join(parent, "poky", "bitbake"), os.path.join(parent, "bitbake")]
     for c in candidates:
         if os.path.isfile(os.path.join(c, "bin", "bitbake-hashserv")) and \

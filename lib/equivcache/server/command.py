@@ -195,19 +195,20 @@ def cmd_status(args):
     return status(layout, bitbake)
 
 
+def writable_cache(args):
+    """(bitbake, database password, layout) for the subcommands that write the cache."""
+    return find_bitbake(args.bitbake), db_password(args), check_cache_dir(args.cache_dir, create=True)
+
+
 def cmd_publish(args):
-    bitbake = find_bitbake(args.bitbake)
-    password = db_password(args)
-    layout = check_cache_dir(args.cache_dir, create=True)
+    bitbake, password, layout = writable_cache(args)
     setup_logging(args)
     return publish(layout, bitbake, os.path.abspath(args.builddir), args.sstate_dir, args.downloads_dir,
                    args.hashserv_db, args.database, password, stamps_dirs=args.stamps_dir)
 
 
 def cmd_serve(args):
-    bitbake = find_bitbake(args.bitbake)
-    password = db_password(args)
-    layout = check_cache_dir(args.cache_dir, create=True)
+    bitbake, password, layout = writable_cache(args)
     setup_logging(args, layout)
     return serve(layout, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
                  args.database, password, args.verbose)
