@@ -23,6 +23,22 @@ from equivcache import files, probe, rules
 from equivcache.outage import claim_once
 from equivcache.mirrors import parse_mirrors
 
+
+# Seconds given to the user interface to receive the messages before the
+# configuration step fails. knotty, when that step fails, prints only the
+# events its reader thread has already queued (drain_events_errorhandling
+# waits 0 s), so on a busy machine the messages sent just before can be lost
+# and the user sees an exit status of 1 and nothing else (seen in CI).
+UI_GRACE = 0.5
+
+
+def fatal(message):
+    """bb.fatal(), but the user sees the message: log it, give the UI's reader
+    thread time to queue it, then stop as bb.fatal() does."""
+    bb.mainlogger.critical(message)
+    time.sleep(UI_GRACE)
+    raise bb.BBHandledException()
+
 # Variables the class may change; workers get the same changes.
 CHANGEABLE = ("SSTATE_MIRRORS", "BB_SIGNATURE_HANDLER", "BB_HASHSERVE", "BB_HASHSERVE_UPSTREAM",
               "SSTATE_MIRROR_ALLOW_NETWORK", "PREMIRRORS")
@@ -252,7 +268,7 @@ def on_config_parsed(d):
 
     mode = d.getVar("EQUIVCACHE_MODE") or "warn"
     if mode not in rules.MODES:
-        bb.fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rules.MODES)))
+        fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rules.MODES)))
     ignore = (d.getVar("EQUIVCACHE_IGNORE") or "").split()
     unknown = ["EQUIVCACHE_IGNORE names no rule \"%s\"; the rules are: %s." % (name, " ".join(rules.RULE_NAMES))
                for name in rules.unknown_rules(ignore)]
@@ -261,14 +277,14 @@ def on_config_parsed(d):
         if not 0 < timeout <= 60:
             raise ValueError
     except ValueError:
-        bb.fatal("equivcache: EQUIVCACHE_PROBE_TIMEOUT = \"%s\" must be a number of seconds above 0 and at most 60."
+        fatal("equivcache: EQUIVCACHE_PROBE_TIMEOUT = \"%s\" must be a number of seconds above 0 and at most 60."
                  % d.getVar("EQUIVCACHE_PROBE_TIMEOUT"))
 
     key = fingerprint(d)
     before = {v: d.getVar(v) for v in CHANGEABLE}
     server = d.getVar("EQUIVCACHE_SERVER") or ""
     if server and urllib.parse.urlsplit(server).scheme not in ("http", "https", "file"):
-        bb.fatal("equivcache: EQUIVCACHE_SERVER = \"%s\" must be the http(s):// URL of a cache server "
+        fatal("equivcache: EQUIVCACHE_SERVER = \"%s\" must be the http(s):// URL of a cache server "
                  "(for example \"http://cache.example.com:8080\")." % server)
     doc, _, error = find_descriptor(d, server, timeout)
     changes = {}
@@ -299,7 +315,7 @@ def on_config_parsed(d):
     for why, variable in notes:
         bb.note("equivcache: %s: set %s = \"%s\" (was \"%s\")" % (why, variable, changes[variable], before.get(variable) or ""))
     if findings and mode == "fatal":
-        bb.fatal("equivcache: %d problem%s with the sstate cache and hash equivalence configuration "
+        fatal("equivcache: %d problem%s with the sstate cache and hash equivalence configuration "
                  "(EQUIVCACHE_MODE = \"fatal\"):\n%s" % (len(findings), "s" if len(findings) > 1 else "",
                                                          "\n".join("  %s" % f for f in findings)))
     for finding in findings:
