@@ -34,7 +34,21 @@ configures this build to use them."
 EQUIVCACHE_PROBE_TIMEOUT ?= "2"
 EQUIVCACHE_PROBE_TIMEOUT[doc] = "Seconds each network check of equivcache.bbclass may take (they run in parallel)."
 
-BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT"
+EQUIVCACHE_MIRROR_INDEX ?= "1"
+EQUIVCACHE_MIRROR_INDEX[doc] = "'1': before a build runs anything, answer 'which objects does this sstate mirror \
+have' from the mirror's sstate index (published by equivcache-server) in at most two requests, instead of one \
+request per object; mirrors without an index are checked as stock does. '0': stock's check for every mirror."
+
+BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX"
+
+# BB_HASHCHECK_FUNCTION (sstate.bbclass's sstate_checkhashes, or whatever
+# another layer wrapped it in) is wrapped at ConfigParsed, once every class
+# has set it: lib/equivcache/sstatecheck.py.
+def equivcache_checkhashes(sq_data, d, siginfo=False, currentcount=0, summary=True, **kwargs):
+    import equivcache.sstatecheck
+    previous = globals()[d.getVar("EQUIVCACHE_HASHCHECK_PREVIOUS")]
+    return equivcache.sstatecheck.checkhashes(previous, sq_data, d, siginfo=siginfo, currentcount=currentcount,
+                                              summary=summary, **kwargs)
 
 addhandler equivcache_config_parsed
 equivcache_config_parsed[eventmask] = "bb.event.ConfigParsed bb.event.BuildCompleted"
@@ -52,5 +66,7 @@ equivcache_report[eventmask] = "bb.event.BuildStarted bb.event.BuildCompleted \
     bb.runqueue.runQueueTaskStarted bb.runqueue.runQueueTaskFailed"
 python equivcache_report() {
     import equivcache.buildreport
+    import equivcache.sstatecheck
+    equivcache.sstatecheck.on_build_event(e)
     equivcache.buildreport.on_build_event(e, e.data)
 }

@@ -10,6 +10,7 @@ Build time (imported by bitbake):
   siggen.py        the EquivCacheHash signature handler (registered in bb.siggen)
   configcheck.py   equivcache.bbclass's ConfigParsed handler: gather, probe, judge, warn/fix/fail
   buildreport.py   equivcache.bbclass's build-event handler: the build report
+  sstatecheck.py   the mirror availability check (BB_HASHCHECK_FUNCTION), from sstate indexes
   rules.py         the rule registry: one function per mismatch (pure)
   report.py        the build report's record, miss classes and summary line (pure)
   outage.py        the one outage warning per build (pure)
@@ -19,6 +20,7 @@ Build time (imported by bitbake):
 Formats and shared helpers (pure):
   descriptor.py    equivcache.json, a cache's descriptor
   index.py         index.json, what a cache holds (schemas/index-v2.json)
+  sstateindex.py   sstate-index/, the files of sstate-cache/ as 8-byte keys in an append-only journal
   names.py         sstate object and signature data names, and walks over them
   files.py         atomic writes
   formatting.py    sizes and times for people

@@ -260,12 +260,24 @@ def forget_reports(d):
     bb.utils.remove(os.path.join(state_dir(d), "reported"))
 
 
+def wrap_hashcheck(d):
+    """Make equivcache_checkhashes (lib/equivcache/sstatecheck.py) the
+    mirror availability check, around the one configured."""
+    hashcheck = d.getVar("BB_HASHCHECK_FUNCTION")
+    if not hashcheck or hashcheck == "equivcache_checkhashes":
+        return
+    if bb.utils.to_boolean(d.getVar("EQUIVCACHE_MIRROR_INDEX"), True):
+        d.setVar("EQUIVCACHE_HASHCHECK_PREVIOUS", hashcheck)
+        d.setVar("BB_HASHCHECK_FUNCTION", "equivcache_checkhashes")
+
+
 def on_config_parsed(d):
     """The ConfigParsed handler of equivcache.bbclass."""
     if bb.event.worker_fire is not None:
         apply_saved(d)
         return
 
+    wrap_hashcheck(d)
     mode = d.getVar("EQUIVCACHE_MODE") or "warn"
     if mode not in rules.MODES:
         fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rules.MODES)))

@@ -8,11 +8,11 @@ import tempfile
 
 
 def write_atomic(path, text, mode=0o644):
-    """Replace path with text so that a reader sees the old or the new file, never a part."""
+    """Replace path with text (str or bytes) so that a reader sees the old or the new file, never a part."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)

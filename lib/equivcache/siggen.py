@@ -29,6 +29,7 @@ except ImportError as e:
     ) from e
 
 from equivcache import report
+from equivcache.sstatecheck import sstate_object
 from equivcache.outage import claim_once, describe_error, outage_message
 
 hashequiv_logger = bb.siggen.hashequiv_logger
@@ -243,26 +244,6 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
             hashequiv_logger.debug("Not saving the unihash cache: hash equivalence server %s was away" % self.server)
             return
         super().save_unitaskhashes()
-
-
-# Tasks whose sstate object is named by their BB_HASHFILENAME's third field
-# (as in sstate.bbclass's sstate_checkhashes, which keeps this in a local function).
-_SHARED_SPEC_TASKS = ("fetch", "unpack", "patch", "populate_lic", "preconfigure")
-
-
-def sstate_object(sq_data, tid, d):
-    """The path of tid's sstate object relative to SSTATE_DIR, as
-    sstate_checkhashes computes it (sstate.bbclass's generate_sstatefn)."""
-    splithashfn = sq_data["hashfn"][tid].split(" ")
-    spec = splithashfn[1]
-    extrapath = d.getVar("NATIVELSBSTRING") + "/" if splithashfn[0] == "True" else ""
-    tname = bb.runqueue.taskname_from_tid(tid)[3:]
-    if tname in _SHARED_SPEC_TASKS and splithashfn[2]:
-        spec = splithashfn[2]
-        extrapath = ""
-    name = bb.utils.better_eval("generate_sstatefn(spec, unihash, tname, False, d)",
-                                {"spec": spec, "unihash": sq_data["unihash"][tid], "tname": tname, "d": d})
-    return extrapath + name
 
 
 # Insert the class into siggen's namespace so BB_SIGNATURE_HANDLER can select it

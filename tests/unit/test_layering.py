@@ -24,6 +24,7 @@ ADAPTERS = {
     "siggen.py",
     "configcheck.py",
     "buildreport.py",
+    "sstatecheck.py",
     "doctor/command.py",
     "server/endpoints.py",
 }

@@ -5,6 +5,8 @@
 #
 #   <cache>/equivcache.json    the descriptor (served)
 #   <cache>/index.json         the objects present (served)
+#   <cache>/sstate-index/      the files of sstate-cache/, for the builds' mirror
+#                              availability check (served; lib/equivcache/sstateindex.py)
 #   <cache>/sstate-cache/      sstate objects, as SSTATE_DIR lays them out (served)
 #   <cache>/downloads/         source archives, as DL_DIR has them (served)
 #   <cache>/siginfo/           the signature data of every task the producers
@@ -20,7 +22,7 @@ import secrets
 import socket
 
 from equivcache import descriptor as desc
-from equivcache import files, index, names
+from equivcache import files, index, names, sstateindex
 from equivcache.cli import Failure, UsageError
 from equivcache.formatting import utc_iso
 from equivcache.server.database import show_database
@@ -30,7 +32,7 @@ logger = logging.getLogger("equivcache.server")
 
 
 # What the http mirror serves: nothing else in the cache directory.
-PUBLIC = (desc.NAME, index.NAME, "sstate-cache", "downloads", "siginfo")
+PUBLIC = (desc.NAME, index.NAME, "sstate-cache", "downloads", "siginfo", sstateindex.DIRECTORY)
 ADMIN_USER = "admin"
 
 
@@ -41,6 +43,7 @@ class Layout:
         self.root = os.path.abspath(root)
         self.descriptor = os.path.join(self.root, desc.NAME)
         self.index = os.path.join(self.root, index.NAME)
+        self.sstate_index = os.path.join(self.root, sstateindex.DIRECTORY)
         self.sstate = os.path.join(self.root, "sstate-cache")
         self.downloads = os.path.join(self.root, "downloads")
         self.siginfo = os.path.join(self.root, "siginfo")

@@ -137,11 +137,11 @@ class MirrorServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, root, address=("127.0.0.1", 0)):
+    def __init__(self, root, address=("127.0.0.1", 0), handler=MirrorHandler):
         self.root = os.path.realpath(root)
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__(address, MirrorHandler)
+        super().__init__(address, handler)
 
     @property
     def url(self):

@@ -13,7 +13,7 @@ import shutil
 import sys
 
 from equivcache import descriptor as desc
-from equivcache import names
+from equivcache import names, sstateindex
 from equivcache.files import write_json
 from equivcache.index import build as build_index
 from equivcache.cli import Progress, UsageError
@@ -194,6 +194,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
 
         index = build_index(layout.sstate, siginfo_dir=layout.siginfo)
         write_json(layout.index, index)
+        entries, added, rewritten = sstateindex.update(layout.sstate, layout.sstate_index)
         found = newest_build_configuration(builddir)
         producer = None
         if found:
@@ -202,7 +203,9 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
             producer["layers"] = layers
         doc = write_descriptor(layout, producer=producer)
         objects = sum(1 for o in index["objects"] if o["path"])
-        out.write("index: %d objects, %d task signatures; descriptor: hashserv %s, nativelsbstrings %s\n" % (
-            objects, len(index["signatures"]), ", ".join(doc["hashserv"]),
-            " ".join(doc["nativelsbstrings"]) or "none"))
+        out.write("index: %d objects, %d task signatures; sstate index: %d files (%s); "
+                  "descriptor: hashserv %s, nativelsbstrings %s\n" % (
+                      objects, len(index["signatures"]), entries,
+                      "new generation" if rewritten else "%d appended" % added, ", ".join(doc["hashserv"]),
+                      " ".join(doc["nativelsbstrings"]) or "none"))
     return 0

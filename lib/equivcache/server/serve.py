@@ -81,7 +81,7 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         }
         files.write_json(layout.state, state)
         logger.info("serving %s", layout.root)
-        logger.info("  http mirror:     %s (sstate-cache/, downloads/, equivcache.json, index.json)", mirror.url)
+        logger.info("  http mirror:     %s (sstate-cache/, sstate-index/, downloads/, equivcache.json, index.json)", mirror.url)
         logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
                     state["hashserv"], READ_PERMS, layout.admin)
         logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)

@@ -123,14 +123,28 @@ class HashServer:
 
 class HttpMirror:
     """The cache's own read-only http mirror (equivcache.server.mirrorhttp) serving
-    `directory` on a free loopback port, in a thread."""
+    `directory` on a free loopback port, in a thread. `requests` lists the
+    (method, path) of every request it received; `delay` seconds are added
+    before each answer (a distant mirror)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, delay=0):
         from equivcache.server import mirrorhttp
 
-        self.server = mirrorhttp.MirrorServer(directory)
+        requests = self.requests = []
+
+        class Handler(mirrorhttp.MirrorHandler):
+            def send_file(self, body):
+                requests.append((self.command, self.path))
+                if delay:
+                    time.sleep(delay)
+                super().send_file(body)
+
+        self.server = mirrorhttp.MirrorServer(directory, handler=Handler)
         self.url = self.server.url
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def requests_under(self, prefix):
+        return [r for r in self.requests if r[1].startswith(prefix)]
 
     def close(self):
         self.server.shutdown()
