@@ -67,7 +67,7 @@ def parse_mirrors(value):
     """Parse SSTATE_MIRRORS; report malformed entries instead of raising.
 
     Problems are (kind, detail, mirror) tuples, kind one of "odd-words"
-    (mirror None), "bad-regex", "no-path", "no-downloadfilename",
+    (mirror None), "bad-regex", "no-path",
     "unsupported-scheme".
     """
     words = split_words(value)
@@ -84,8 +84,8 @@ def parse_mirrors(value):
         if mirror.scheme not in SUPPORTED_SCHEMES:
             parsed.problems.append(("unsupported-scheme", "%s (scheme %s)" % (url, mirror.scheme or "none"), mirror))
             continue
+        # No ";downloadfilename=PATH" is needed: sstate.bbclass adds it to
+        # every object it fetches (pstaging_fetch), since 2016.
         if "PATH" not in mirror.location:
             parsed.problems.append(("no-path", url, mirror))
-        elif mirror.scheme in ("http", "https", "ftp", "ftps") and mirror.parameters.get("downloadfilename") != "PATH":
-            parsed.problems.append(("no-downloadfilename", url, mirror))
     return parsed

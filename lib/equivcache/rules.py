@@ -17,8 +17,6 @@ MIRROR_SYNTAX = {
     "odd-words": "it must be pairs of \"<regex> <URL>\"",
     "bad-regex": "the first word of a pair is a regular expression",
     "no-path": "without PATH in the URL every object maps to the same place; end it with /PATH",
-    "no-downloadfilename": "an http(s)/ftp mirror needs \";downloadfilename=PATH\", or the objects "
-                           "land where sstate does not look for them",
     "unsupported-scheme": "no bitbake fetcher serves sstate from it (file, http(s), ftp(s), s3, gs, az, sftp do)",
 }
 

@@ -26,7 +26,7 @@ EXAMPLES = {
     "upstream-unreachable": (equiv(upstream="cache:8686"), {("server", "cache:8686"): "ConnectionRefusedError: [Errno 111] Connection refused"}, None, None),
     "server-unreachable": (equiv(hashserve="cache:8686"), {("server", "cache:8686"): "ConnectionRefusedError: [Errno 111] Connection refused"}, None, None),
     "no-network-mirror": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686", no_network=True), {}, None, None),
-    "mirror-syntax": (equiv(sstate_mirrors="file://.* http://cache:8080/sstate-cache/PATH", upstream="cache:8686"), {}, None, None),
+    "mirror-syntax": (equiv(sstate_mirrors="file://.* http://cache:8080/sstate-cache/PATH file://.*", upstream="cache:8686"), {}, None, None),
     "mirror-missing-dir": (equiv(sstate_mirrors="file://.* file:///srv/sstate/PATH", upstream="cache:8686"), {("dir", "/srv/sstate"): "no such directory"}, None, None),
     "mirror-unreachable": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686"), {("http", "http://cache:8080/sstate-cache/"): "ConnectionRefusedError: [Errno 111] Connection refused"}, None, None),
     "websockets-missing": (equiv(hashserve="ws://cache:8687", websockets=False), {}, None, None),

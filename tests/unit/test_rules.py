@@ -52,7 +52,8 @@ TABLE = [
     ("no network file", equiv(sstate_mirrors="file://.* file:///s/PATH", upstream="h:1", no_network=True), {}, None, []),
     # 7
     ("odd words", equiv(sstate_mirrors="file://.*", upstream="h:1"), {}, None, ["mirror-syntax"]),
-    ("no downloadfilename", equiv(sstate_mirrors="file://.* http://h/s/PATH", upstream="h:1"), {}, None, ["mirror-syntax"]),
+    ("no PATH", equiv(sstate_mirrors="file://.* http://h/s/", upstream="h:1"), {}, None, ["mirror-syntax"]),
+    ("no downloadfilename is fine", equiv(sstate_mirrors="file://.* http://h/s/PATH", upstream="h:1"), {}, None, []),
     ("missing dir", equiv(sstate_mirrors="file://.* file:///nope/PATH", upstream="h:1"),
      {("dir", "/nope"): "No such file or directory"}, None, ["mirror-missing-dir"]),
     ("http away", equiv(sstate_mirrors=HTTP, upstream="h:1"),

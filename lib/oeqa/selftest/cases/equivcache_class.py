@@ -124,8 +124,8 @@ class EquivCacheClassTests(ProducerTestCase):
              'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.hashserv_address),
             ("unknown-handler", 'BB_SIGNATURE_HANDLER = "OEEquivHsh"\nBB_HASHSERVE = "auto"', "OEEquivHsh"),
             ("no-network-mirror", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.mirror.url),
-            ("mirror-syntax", equiv + upstream + 'SSTATE_MIRRORS = "file://.* %s/sstate-cache/PATH"' % self.mirror.url,
-             "downloadfilename"),
+            ("mirror-syntax", equiv + upstream + 'SSTATE_MIRRORS = "%s file://.*"' % self.sstate_mirror,
+             "the last one (file://.*) has no pair"),
             ("mirror-missing-dir", equiv + upstream + 'SSTATE_MIRRORS = "file://.* file:///nonexistent/sstate/PATH"',
              "/nonexistent/sstate"),
             ("mirror-unreachable", equiv + upstream + allow +
