@@ -8,6 +8,7 @@
 # module (the layer's addpylib does) registers it in bb.siggen, the way
 # oe.sstatesig registers OEEquivHash.
 
+import asyncio
 import os
 import threading
 import time
@@ -58,6 +59,27 @@ class ServerAway(Exception):
         self.error = error
 
 
+# Seconds a hash equivalence server may take to accept a connection or to
+# send an answer (EQUIVCACHE_SERVER_TIMEOUT). bitbake's client waits 30 s
+# for an answer, and for a connection as long as the kernel (about 2 min to
+# a host that drops packets), and tries 4 times per call.
+DEFAULT_SERVER_TIMEOUT = 10.0
+
+
+def bound_client(client, timeout):
+    """Make a bb.asyncrpc AsyncClient, not yet connected, give up on a
+    silent server within `timeout` seconds per attempt, connection included:
+    4 attempts, so one call fails within 4 * timeout, and the handler then
+    stops asking for the rest of the build."""
+    client.timeout = timeout
+    connect = getattr(client, "_connect_sock", None)
+    if connect is not None:
+        async def bounded():
+            return await asyncio.wait_for(connect(), timeout)
+        client._connect_sock = bounded
+    return client
+
+
 # scarthgap's bitbake (2.8) queries with a pool of clients in a thread
 # when BB_HASHSERVE_MAX_PARALLEL > 1; bitbake 2.18 (wrynose) has no pool.
 ClientPool = getattr(hashserv.client, "ClientPool", None)
@@ -65,9 +87,19 @@ ClientPool = getattr(hashserv.client, "ClientPool", None)
 if ClientPool is not None:
     class RaisingClientPool(ClientPool):
         """hashserv's ClientPool (BB_HASHSERVE_MAX_PARALLEL > 1), except that a
-        failure in its worker thread is raised in the caller. Upstream's thread
+        failure in its worker thread is raised in the caller, and its clients
+        give up on a silent server (bound_client). Upstream's thread
         dies with a traceback on stderr and leaves the answers unset, which
         OEEquivHash then takes for "no unihash known" and saves."""
+
+        timeout = DEFAULT_SERVER_TIMEOUT
+
+        async def _new_client(self):
+            client = bound_client(await hashserv.create_async_client(
+                self.address, username=self.username, password=self.password), self.timeout)
+            if self.become:
+                await client.become_user(self.become)
+            return client
 
         def run_tasks(self, tasks):
             failures = []
@@ -90,6 +122,22 @@ if ClientPool is not None:
                 raise failures[0]
 
 
+def server_timeout(data):
+    """EQUIVCACHE_SERVER_TIMEOUT in seconds; a bad value is the default, with a warning."""
+    value = data.getVar("EQUIVCACHE_SERVER_TIMEOUT")
+    if not value:
+        return DEFAULT_SERVER_TIMEOUT
+    try:
+        timeout = float(value)
+        if 0 < timeout <= 300:
+            return timeout
+    except ValueError:
+        pass
+    bb.warn("EquivCacheHash: EQUIVCACHE_SERVER_TIMEOUT = \"%s\" is not a number of seconds above 0 and at most "
+            "300; using %g." % (value, DEFAULT_SERVER_TIMEOUT))
+    return DEFAULT_SERVER_TIMEOUT
+
+
 class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHash):
     name = "EquivCacheHash"
 
@@ -99,6 +147,7 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
         # which runs __init__ and so this method again.
         self.equivcache_away = False
         self.equivcache_token = uuid.uuid4().hex
+        self.equivcache_timeout = server_timeout(data)
         self.equivcache_marker = os.path.join(
             data.getVar("PERSISTENT_DIR") or data.getVar("CACHE") or data.getVar("TOPDIR") or os.getcwd(),
             "equivcache",
@@ -106,15 +155,20 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
         )
 
     def get_taskdata(self):
-        return (self.equivcache_away, self.equivcache_token, self.equivcache_marker) + super().get_taskdata()
+        return (self.equivcache_away, self.equivcache_token, self.equivcache_marker,
+                self.equivcache_timeout) + super().get_taskdata()
 
     def set_taskdata(self, data):
-        self.equivcache_away, self.equivcache_token, self.equivcache_marker = data[:3]
-        super().set_taskdata(data[3:])
+        self.equivcache_away, self.equivcache_token, self.equivcache_marker, self.equivcache_timeout = data[:4]
+        super().set_taskdata(data[4:])
 
     @contextmanager
     def client(self):
         try:
+            if getattr(self, "_client", None) is None:
+                with self._client_env():
+                    self._client = hashserv.create_client(self.server, **self.get_hashserv_creds())
+                bound_client(self._client.client, self.equivcache_timeout)
             with super().client() as client:
                 yield client
         except SERVER_ERRORS as e:
@@ -127,6 +181,7 @@ class SignatureGeneratorEquivCacheHash(oe.sstatesig.SignatureGeneratorOEEquivHas
                 with self._client_env():
                     self._client_pool = RaisingClientPool(self.server, self.max_parallel,
                                                           **self.get_hashserv_creds())
+                    self._client_pool.timeout = self.equivcache_timeout
             try:
                 with super().client_pool() as client_pool:
                     yield client_pool
