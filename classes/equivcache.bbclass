@@ -31,6 +31,11 @@ EQUIVCACHE_SERVER[doc] = "The http(s):// URL of a cache server (scripts/equivcac
 (equivcache.json) gives the sstate and downloads mirrors and the hash equivalence server, and the class \
 configures this build to use them."
 
+EQUIVCACHE_KNOWN_CACHES ?= ""
+EQUIVCACHE_KNOWN_CACHES[doc] = "Sstate mirrors without a descriptor and the hash equivalence server that names \
+their objects, as MIRROR_ROOT=HASHSERV words (for example 'http://sstate.example.com/all=sstate.example.com:8686'), \
+added to the layer's table of public caches (lib/equivcache/knowncaches.py)."
+
 EQUIVCACHE_PROBE_TIMEOUT ?= "2"
 EQUIVCACHE_PROBE_TIMEOUT[doc] = "Seconds each network check of equivcache.bbclass may take (they run in parallel)."
 
@@ -43,7 +48,8 @@ EQUIVCACHE_SERVER_TIMEOUT[doc] = "Seconds the EquivCacheHash signature handler g
 for a connection or an answer (default 10; bitbake's client tries 4 times, then the handler warns once and stops \
 asking for the rest of the build). Read by the handler, with or without this class."
 
-BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX"
+BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX \
+    EQUIVCACHE_KNOWN_CACHES"
 
 # BB_HASHCHECK_FUNCTION (sstate.bbclass's sstate_checkhashes, or whatever
 # another layer wrapped it in) is wrapped at ConfigParsed, once every class

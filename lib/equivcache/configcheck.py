@@ -19,7 +19,7 @@ import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
 from equivcache import descriptor as desc
-from equivcache import files, probe, rules
+from equivcache import files, knowncaches, probe, rules
 from equivcache.outage import claim_once
 from equivcache.mirrors import parse_mirrors
 
@@ -42,7 +42,8 @@ def fatal(message):
 # Variables the class may change; workers get the same changes.
 CHANGEABLE = ("SSTATE_MIRRORS", "BB_SIGNATURE_HANDLER", "BB_HASHSERVE", "BB_HASHSERVE_UPSTREAM",
               "SSTATE_MIRROR_ALLOW_NETWORK", "PREMIRRORS")
-INPUTS = CHANGEABLE + ("EQUIVCACHE_MODE", "EQUIVCACHE_IGNORE", "EQUIVCACHE_SERVER", "BB_NO_NETWORK")
+INPUTS = CHANGEABLE + ("EQUIVCACHE_MODE", "EQUIVCACHE_IGNORE", "EQUIVCACHE_SERVER", "BB_NO_NETWORK",
+                       "EQUIVCACHE_KNOWN_CACHES")
 
 # Fetch schemes sent to the downloads mirror of EQUIVCACHE_SERVER, as
 # OE-core's own-mirrors.bbclass sends them to SOURCE_MIRROR_URL, with the
@@ -94,6 +95,7 @@ def gather(d):
         uninative="uninative" in (d.getVar("INHERIT") or "").split(),
         websockets=websockets_usable(),
         stock_survives_outage=stock_survives_outage(),
+        known_caches=d.getVar("EQUIVCACHE_KNOWN_CACHES") or "",
     )
 
 
@@ -284,6 +286,8 @@ def on_config_parsed(d):
     ignore = (d.getVar("EQUIVCACHE_IGNORE") or "").split()
     unknown = ["EQUIVCACHE_IGNORE names no rule \"%s\"; the rules are: %s." % (name, " ".join(rules.RULE_NAMES))
                for name in rules.unknown_rules(ignore)]
+    unknown += ["EQUIVCACHE_KNOWN_CACHES: %s; it is ignored." % problem
+                for problem in knowncaches.parse_extra(d.getVar("EQUIVCACHE_KNOWN_CACHES"))[1]]
     try:
         timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
         if not 0 < timeout <= 60:

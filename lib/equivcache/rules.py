@@ -8,6 +8,7 @@
 from dataclasses import dataclass, field
 from typing import Callable
 
+from equivcache import knowncaches
 from equivcache.mirrors import parse_mirrors
 
 MODES = ("warn", "fix", "fatal")
@@ -37,6 +38,7 @@ class Settings:
     uninative: bool = False           # uninative in INHERIT
     websockets: bool = True           # bitbake's python has websockets >= 10 (what ws:// and wss:// need)
     stock_survives_outage: bool = False  # bitbake's own handlers carry on when the server is away (wrynose)
+    known_caches: str = ""            # EQUIVCACHE_KNOWN_CACHES
 
 
 @dataclass
@@ -80,7 +82,20 @@ class Context:
         self.descriptor_error = descriptor_error
         self.parsed = parse_mirrors(settings.sstate_mirrors)
         self.mirrors = real_mirrors(self.parsed)
-        self.published = list(descriptor["hashserv"]) if descriptor else []
+        # The servers whose unihashes name the mirror's objects: the
+        # descriptor's, else those of a known public cache (knowncaches.py).
+        self.known = None if descriptor else knowncaches.find(self.mirrors, settings.known_caches)
+        if descriptor:
+            self.published = list(descriptor["hashserv"])
+        elif self.known:
+            self.published = [self.known.hashserv] + list(self.known.aliases)
+        else:
+            self.published = []
+
+    @property
+    def mirror_name(self):
+        """The first mirror's root, and the known cache it is, if it is one."""
+        return "%s, %s" % (self.mirrors[0].root, self.known.name) if self.known else self.mirrors[0].root
 
 
 @dataclass(frozen=True)
@@ -175,7 +190,7 @@ def check_mirror_without_upstream(c):
                   "SSTATE_MIRRORS is set (%s) but BB_HASHSERVE = \"%s\" is a local hash equivalence server "
                   "with no BB_HASHSERVE_UPSTREAM: it does not know the unihashes the mirror's objects are "
                   "stored under, so most of them will miss and those tasks rebuild. Set %s."
-                  % (c.mirrors[0].root, s.hashserve, fix),
+                  % (c.mirror_name, s.hashserve, fix),
                   {"BB_HASHSERVE_UPSTREAM": published[0]} if published and s.hashserve == "auto" else {})
 
 
@@ -313,15 +328,16 @@ def check_descriptor(c):
 @rule("descriptor-server-mismatch", "the mirror was published with another hash equivalence server")
 def check_descriptor_server_mismatch(c):
     s = c.settings
-    if not c.descriptor:
+    if not c.published:
         return
     configured = s.upstream if s.hashserve == "auto" else s.hashserve
     if configured and not is_local_server(configured) and configured not in c.published:
         variable = "BB_HASHSERVE_UPSTREAM" if s.hashserve == "auto" else "BB_HASHSERVE"
+        whose = "of %s" % c.known.name if c.known else "published with this sstate mirror"
         yield Finding("descriptor-server-mismatch",
-                      "%s = \"%s\" is not the hash equivalence server published with this sstate mirror (%s): "
+                      "%s = \"%s\" is not the hash equivalence server %s (%s): "
                       "its unihashes do not name the mirror's objects, so they miss. Set %s = \"%s\"."
-                      % (variable, configured, ", ".join(c.published), variable, c.published[0]),
+                      % (variable, configured, whose, c.published[0], variable, c.published[0]),
                       {variable: c.published[0]})
 
 

@@ -111,6 +111,44 @@ def test_fixes():
                  two) == {"BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
 
 
+YOCTO = "file://.* http://sstate.yoctoproject.org/all/PATH;downloadfilename=PATH"
+
+
+@pytest.mark.parametrize("mirrors", [YOCTO, "file://.* https://cdn.jsdelivr.net/yocto/sstate/all/PATH"])
+def test_public_cache_without_upstream_is_named_and_fixed(mirrors):
+    """The sample local.conf's mirror without its upstream: no descriptor needed."""
+    found = evaluate(equiv(sstate_mirrors=mirrors))
+    assert [f.rule for f in found] == ["mirror-without-upstream"]
+    assert "the Yocto Project's public sstate cache" in found[0].message
+    assert found[0].fixes == {"BB_HASHSERVE_UPSTREAM": "wss://hashserv.yoctoproject.org/ws"}
+
+
+@pytest.mark.parametrize("upstream", ["wss://hashserv.yoctoproject.org/ws", "hashserv.yoctoproject.org:8686",
+                                      "hashserv.yocto.io:8687"])
+def test_public_cache_with_its_upstream_is_clean(upstream):
+    assert rules(equiv(sstate_mirrors=YOCTO, upstream=upstream)) == []
+
+
+def test_public_cache_with_another_upstream():
+    found = evaluate(equiv(sstate_mirrors=YOCTO, upstream="cache.example.com:8686"))
+    assert [f.rule for f in found] == ["descriptor-server-mismatch"]
+    assert "of the Yocto Project's public sstate cache" in found[0].message
+    assert found[0].fixes == {"BB_HASHSERVE_UPSTREAM": "wss://hashserv.yoctoproject.org/ws"}
+
+
+def test_known_caches_variable_and_descriptor_precedence():
+    extra = "http://mirror.example.com/sstate=mirror.example.com:8686 not-a-pair"
+    mirrors = "file://.* http://mirror.example.com/sstate/PATH"
+    found = evaluate(equiv(sstate_mirrors=mirrors, known_caches=extra))
+    assert found[0].fixes == {"BB_HASHSERVE_UPSTREAM": "mirror.example.com:8686"}
+    assert rules(equiv(sstate_mirrors=mirrors, upstream="mirror.example.com:8686", known_caches=extra)) == []
+    # A descriptor says more than the table.
+    assert evaluate(equiv(sstate_mirrors=YOCTO), descriptor=DESCRIPTOR)[0].fixes == {
+        "BB_HASHSERVE_UPSTREAM": "127.0.0.1:8686"}
+    from equivcache.knowncaches import parse_extra
+    assert parse_extra(extra)[1] == ['"not-a-pair" is not MIRROR_ROOT=HASHSERV']
+
+
 def test_server_unreachable_says_what_the_release_does():
     """scarthgap's OEEquivHash aborts; wrynose's warns per task and saves its guesses."""
     away = {("server", "h:9"): "refused"}

@@ -60,6 +60,23 @@ class EquivCacheClassTests(ProducerTestCase):
         self.assertEqual([w for w in warnings(output) if w.startswith("equivcache: ")], [], msg=output)
         self.assert_full_match(output)
 
+    def test_known_cache_without_descriptor(self):
+        """A mirror with no descriptor that the table of known caches knows (an
+        entry pointed at loopback through EQUIVCACHE_KNOWN_CACHES), used as the
+        sample local.conf's public mirror is, without its upstream: "fix" sets
+        the upstream the table gives, and the mirror matches 100%."""
+        plain = os.path.join(self.workdir, "plain")
+        os.makedirs(plain)
+        os.symlink(os.path.join(self.producer, "sstate-cache"), os.path.join(plain, "sstate-cache"))
+        self.consumer('EQUIVCACHE_MODE = "fix"\nBB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
+                      'SSTATE_MIRRORS = "file://.* file://%s/sstate-cache/PATH"\n'
+                      'EQUIVCACHE_KNOWN_CACHES = "file://%s/sstate-cache=%s"\n' % (plain, plain, self.hashserv_address))
+        output = self.build()
+        self.assertIn('equivcache: EQUIVCACHE_MODE = "fix": set BB_HASHSERVE_UPSTREAM = "%s" (was "")'
+                      % self.hashserv_address, output)
+        self.assertEqual([w for w in warnings(output) if w.startswith("equivcache: ")], [], msg=output)
+        self.assert_full_match(output)
+
     def test_server_alone(self):
         """EQUIVCACHE_SERVER alone configures a consumer: 100% match."""
         self.consumer('EQUIVCACHE_SERVER = "%s"\n' % self.mirror.url)
