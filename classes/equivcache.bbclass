@@ -45,8 +45,8 @@ have' from the mirror's sstate index (published by equivcache-server) in at most
 request per object; mirrors without an index are checked as stock does. '0': stock's check for every mirror."
 
 EQUIVCACHE_SERVER_TIMEOUT[doc] = "Seconds the EquivCacheHash signature handler gives a hash equivalence server \
-for a connection or an answer (default 10; bitbake's client tries 4 times, then the handler warns once and stops \
-asking for the rest of the build). Read by the handler, with or without this class."
+for a connection or an answer (default 10); then the handler warns once and stops asking for the rest of the \
+build. Read by the handler, with or without this class."
 
 BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX \
     EQUIVCACHE_KNOWN_CACHES"

@@ -62,21 +62,46 @@ class ServerAway(Exception):
 # Seconds a hash equivalence server may take to accept a connection or to
 # send an answer (EQUIVCACHE_SERVER_TIMEOUT). bitbake's client waits 30 s
 # for an answer, and for a connection as long as the kernel (about 2 min to
-# a host that drops packets), and tries 4 times per call.
+# a host that drops packets), and retries in two nested loops: up to 16
+# attempts for one streamed query, 8 minutes against a silent host.
 DEFAULT_SERVER_TIMEOUT = 10.0
 
 
 def bound_client(client, timeout):
-    """Make a bb.asyncrpc AsyncClient, not yet connected, give up on a
-    silent server within `timeout` seconds per attempt, connection included:
-    4 attempts, so one call fails within 4 * timeout, and the handler then
-    stops asking for the rest of the build."""
+    """Make a bb.asyncrpc AsyncClient, not yet connected, give up on a silent
+    server: `timeout` seconds per connection and per answer, and once one of
+    them has run out, every further attempt of this client fails at once, so
+    that a call fails after about `timeout` seconds whatever bitbake's
+    retries. The handler then stops asking for the rest of the build."""
     client.timeout = timeout
     connect = getattr(client, "_connect_sock", None)
-    if connect is not None:
-        async def bounded():
-            return await asyncio.wait_for(connect(), timeout)
-        client._connect_sock = bounded
+    if connect is None:
+        return client
+    silent = []
+
+    async def bounded():
+        if silent:
+            raise ConnectionError(silent[0])
+        try:
+            connection = await asyncio.wait_for(connect(), timeout)
+        except asyncio.TimeoutError:
+            silent.append("no connection within %g s" % timeout)
+            raise ConnectionError(silent[0])
+        recv = connection.recv
+
+        async def recv_or_silent():
+            start = time.monotonic()
+            try:
+                return await recv()
+            except ConnectionError as e:
+                if time.monotonic() - start >= 0.9 * timeout:
+                    silent.append(str(e))
+                raise
+
+        connection.recv = recv_or_silent
+        return connection
+
+    client._connect_sock = bounded
     return client
 
 

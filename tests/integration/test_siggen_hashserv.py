@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -215,6 +216,40 @@ def test_server_stopped(server, tmp_path, warnings_seen, max_parallel):
 def server_requests(server):
     with hashserv.create_client(server.address) as client:
         return client.get_stats()["requests"]["num"]
+
+
+@parallel
+def test_silent_server_bounded(tmp_path, warnings_seen, max_parallel):
+    """A host that accepts connections and never answers: the first query
+    gives up after about EQUIVCACHE_SERVER_TIMEOUT (bitbake's own retries
+    would take 16 of them), one warning, then no more asking."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(128)
+    try:
+        d = datastore("127.0.0.1:%d" % silent.getsockname()[1], tmp_path / "persistent", max_parallel)
+        d.setVar("EQUIVCACHE_SERVER_TIMEOUT", "1")
+        handler = SignatureGeneratorEquivCacheHash(d)
+        tids = add_tasks(handler, 5)
+        start = time.monotonic()
+        assert handler.get_unihashes(tids) == {t: handler.taskhash[t] for t in tids}
+        took = time.monotonic() - start
+        assert handler.equivcache_away is True
+        assert len(warnings_seen) == 1 and "Timed out waiting for data" in warnings_seen[0], warnings_seen
+        assert took < 4, "gave up after %.1f s, not about 1 s" % took
+        handler.exit()
+    finally:
+        silent.close()
+
+
+def test_server_timeout_setting(tmp_path, warnings_seen):
+    d = datastore("unix:///nonexistent.sock", tmp_path)
+    assert SignatureGeneratorEquivCacheHash(d).equivcache_timeout == 10
+    d.setVar("EQUIVCACHE_SERVER_TIMEOUT", "2.5")
+    assert SignatureGeneratorEquivCacheHash(d).equivcache_timeout == 2.5
+    d.setVar("EQUIVCACHE_SERVER_TIMEOUT", "soon")
+    assert SignatureGeneratorEquivCacheHash(d).equivcache_timeout == 10
+    assert len(warnings_seen) == 1 and 'EQUIVCACHE_SERVER_TIMEOUT = "soon"' in warnings_seen[0]
 
 
 def test_read_only_endpoint_refusal_is_not_an_outage(tmp_path, warnings_seen):
