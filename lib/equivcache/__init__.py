@@ -15,6 +15,7 @@ Build time (imported by bitbake):
   report.py        the build report's record, miss classes and summary line (pure)
   outage.py        the one outage warning per build (pure)
   mirrors.py       SSTATE_MIRRORS parsing (pure)
+  knowncaches.py   public sstate mirrors without a descriptor and their hash servers (pure)
   probe.py         network and directory probes (pure)
 
 Formats and shared helpers (pure):

@@ -103,7 +103,9 @@ class _WithoutCheckhashes:
 def checkhashes(stock, sq_data, d, siginfo=False, currentcount=0, summary=True, **kwargs):
     """BB_HASHCHECK_FUNCTION: stock's results, indexed mirrors answered from their index."""
     parsed = parse_mirrors(d.getVar("SSTATE_MIRRORS"))
-    if not enabled(d) or not parsed.mirrors or parsed.problems:
+    # A variable bitbake would read otherwise than parse_mirrors: stock decides.
+    unreadable = [p for p in parsed.problems if p[0] in ("odd-words", "bad-regex")]
+    if not enabled(d) or not parsed.mirrors or unreadable:
         return stock(sq_data, d, siginfo=siginfo, currentcount=currentcount, summary=summary, **kwargs)
     network = not bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) or \
         bb.utils.to_boolean(d.getVar("SSTATE_MIRROR_ALLOW_NETWORK"))

@@ -25,6 +25,7 @@ need_bitbake()
 
 import bb.asyncrpc  # noqa: E402
 import hashserv  # noqa: E402
+from equivcache import sstateindex  # noqa: E402
 
 METHOD = "oe.sstatesig.OEOuthashBasic"
 
@@ -178,9 +179,11 @@ def test_publish_twice_and_while_serving(tmp_path):
     assert result.returncode == 0, result
     assert "equivalences: 21 output hashes (21 new), 22 unihashes (22 new)" in result.stdout, result.stdout
     assert rows(database) == (uni1, out1)
+    assert "sstate index: 40 files (new generation)" in result.stdout, result.stdout
     result = run("publish", "--from", str(tmp_path / "p1"), cache_dir)
     assert result.returncode == 0, result
     assert "sstate: 0 files copied (0 B), 40 already present" in result.stdout, result.stdout
+    assert "sstate index: 40 files (0 appended)" in result.stdout, result.stdout
     assert "(0 new)" in result.stdout and rows(database) == (uni1, out1)
 
     # Producer 2, published while the cache is served: 10 new outputs, 5
@@ -211,6 +214,11 @@ def test_publish_twice_and_while_serving(tmp_path):
             with urllib.request.urlopen(urllib.request.Request(
                     server.url + "/sstate-cache/" + urllib.request.quote(o["path"]), method="HEAD")) as answer:
                 assert answer.status == 200
+        # The sstate index, served: every file of sstate-cache/, the second publish's appended.
+        fetched = sstateindex.load(server.url + "/sstate-cache", str(tmp_path / "client"), 5)
+        files = list(sstateindex.listed_files(os.path.join(cache_dir, "sstate-cache")))
+        assert sorted(fetched.keys) == sorted(sstateindex.key_int(f) for f in files)
+        assert "sstate index: %d files (%d appended)" % (len(files), len(files) - 40) in result.stdout, result.stdout
     finally:
         assert server.stop() == 0
 
@@ -315,6 +323,18 @@ def test_nginx_site_serves_the_mirror(tmp_path):
             assert code in (403, 404) and b"secret" not in body, path
         assert status("/equivcache.json", "PUT")[0] == 405
         assert status("/sstate-cache/", "GET")[0] in (403, 404)
+
+        # The sstate index through nginx: fetched, then caught up with a byte range.
+        from equivcache import sstateindex
+        sstate, index_dir = str(cache_dir / "sstate-cache"), str(cache_dir / "sstate-index")
+        sstateindex.update(sstate, index_dir)
+        root, client = "http://127.0.0.1:%d/sstate-cache" % port, str(tmp_path / "client")
+        assert sstateindex.load(root, client, 2).requests == 2
+        (cache_dir / "sstate-cache" / "ad" / "72" / "new").write_bytes(b"n")
+        sstateindex.update(sstate, index_dir)
+        caught_up = sstateindex.load(root, client, 2)
+        assert caught_up.requests == 2 and sstateindex.key_int("ad/72/new") in set(caught_up.keys)
+        assert caught_up.received == os.path.getsize(os.path.join(index_dir, "head.json")) + sstateindex.KEY_SIZE
     finally:
         proc.terminate()
         proc.wait()

@@ -31,6 +31,7 @@ server {{
     location /sstate-cache/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /downloads/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /siginfo/ {{ default_type application/octet-stream; disable_symlinks on; }}
+    location /sstate-index/ {{ default_type application/octet-stream; expires -1; disable_symlinks on; }}
 }}
 """
 

@@ -124,19 +124,21 @@ class HashServer:
 class HttpMirror:
     """The cache's own read-only http mirror (equivcache.server.mirrorhttp) serving
     `directory` on a free loopback port, in a thread. `requests` lists the
-    (method, path) of every request it received; `delay` seconds are added
-    before each answer (a distant mirror)."""
+    (method, path) of every request it received; `delay` seconds (which can
+    be changed while it runs) are added before each answer: a distant mirror."""
 
     def __init__(self, directory, delay=0):
         from equivcache.server import mirrorhttp
 
-        requests = self.requests = []
+        self.requests = []
+        self.delay = delay
+        mirror = self
 
         class Handler(mirrorhttp.MirrorHandler):
             def send_file(self, body):
-                requests.append((self.command, self.path))
-                if delay:
-                    time.sleep(delay)
+                mirror.requests.append((self.command, self.path))
+                if mirror.delay:
+                    time.sleep(mirror.delay)
                 super().send_file(body)
 
         self.server = mirrorhttp.MirrorServer(directory, handler=Handler)

@@ -53,14 +53,14 @@ class EquivCacheSstateCheckTests(ProducerTestCase):
         self.addCleanup(mirror.close)
         return mirror
 
-    def check(self, mirrors, index, options="-n"):
+    def check(self, mirrors, index, options="-n", parameters=";downloadfilename=PATH"):
         """(Sstate summary, missed (recipe, task) set, output) of a consumer
         using `mirrors` ("URL" roots of sstate-cache/), with or without indexes."""
         self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\n'
                       'BB_HASHSERVE_UPSTREAM = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\n'
                       'SSTATE_MIRRORS = "%s"\nEQUIVCACHE_MIRROR_INDEX = "%d"\n'
                       % (self.hashserv.address,
-                         " ".join("file://.* %s/PATH;downloadfilename=PATH" % m for m in mirrors), index))
+                         " ".join("file://.* %s/PATH%s" % (m, parameters) for m in mirrors), index))
         for path in glob.glob(os.path.join(self.workdir, "tmp*")) + [os.path.join(self.workdir, "sstate-cache")]:
             shutil.rmtree(path, ignore_errors=True)
         output = self.build(options=options)
@@ -110,25 +110,32 @@ class EquivCacheSstateCheckTests(ProducerTestCase):
 
         some_missed = self.assert_as_stock([some_http.url + "/sstate-cache"], [some_http])[0]["missed"]
         self.assertGreater(some_missed, 0)
-        self.assert_as_stock(["file://%s/sstate-cache" % some], expect_missed=some_missed)
         self.assert_as_stock(["file://%s/sstate-cache" % empty], expect_missed=summary["wanted"])
-        self.assert_as_stock([some_http.url + "/sstate-cache", "file://%s/sstate-cache" % rest], expect_missed=0)
+        # Two mirrors, the second without an index: it gives what the first
+        # misses (some_missed > 0), asked as stock asks it.
+        self.assert_as_stock([some_http.url + "/sstate-cache", "file://%s/sstate-cache" % rest], [some_http],
+                             expect_missed=0)
 
     def test_index_wrong_or_corrupt(self):
         """An object the index lists but the mirror lost: the build succeeds, one
-        warning names the index. A corrupt index: stock's check, one warning."""
+        warning names the index. A corrupt index: stock's check, one warning.
+        The mirror is written without ";downloadfilename=PATH", which sstate adds
+        itself: no finding, and the objects are restored."""
         root = self.cache("lost")
         mirror = self.http(root)
         lost = [rel for rel in sstateindex.listed_files(os.path.join(root, "sstate-cache"))
                 if "equivcache-c-native" in rel and rel.endswith("_populate_sysroot.tar.zst")]
         self.assertEqual(len(lost), 1, msg=lost)
         os.unlink(os.path.join(root, "sstate-cache", lost[0]))
-        summary, _, output = self.check([mirror.url + "/sstate-cache"], index=1, options="")
+        summary, _, output = self.check([mirror.url + "/sstate-cache"], index=1, options="", parameters="")
         self.assertEqual(summary["missed"], 0, msg=output)
         ours = [w for w in warnings(output) if w.startswith("equivcache: ")]
         self.assertEqual(len(ours), 1, msg=output)
         self.assertIn(INDEX_WARNING + mirror.url + "/sstate-index/ lists " + lost[0], ours[0])
-        self.assertIn("equivcache-c-native:do_populate_sysroot", executed_tasks(output), msg=output)
+        ran = executed_tasks(output)
+        self.assertIn("equivcache-c-native:do_populate_sysroot", ran, msg=output)
+        self.assertIn("equivcache-b-native:do_populate_sysroot_setscene", ran, msg=output)
+        self.assertNotIn("equivcache-b-native:do_compile", ran, msg=output)
 
         with open(os.path.join(root, "sstate-index", "head.json"), "w") as f:
             f.write("{corrupt")
