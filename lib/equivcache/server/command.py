@@ -28,9 +28,11 @@ http, with the hash equivalence server that names them.
 
   publish   add a producer build's sstate-cache/, downloads/ and hash
             equivalence database to CACHE_DIR; refresh its descriptor
-            (equivcache.json) and object index (index.json)
+            (equivcache.json), object index (index.json) and the sstate
+            index builds check the mirror with (sstate-index/)
   serve     serve CACHE_DIR in the foreground until Ctrl-C or SIGTERM:
-              http mirror     sstate-cache/, downloads/, equivcache.json, index.json
+              http mirror     sstate-cache/, sstate-index/, downloads/, siginfo/,
+                              equivcache.json, index.json
               read endpoint   bitbake-hashserv on TCP, anonymous @read only
               write endpoint  bitbake-hashserv on CACHE_DIR/server/hashserv.sock
   status    what is up, where, and how big the cache is
@@ -76,7 +78,7 @@ def make_parser():
                        "equivcache-doctor compares with a consumer's), then "
                        "merge its hash equivalence database into the cache's through a write endpoint (the "
                        "running server's, or a private one): entries already present are left alone, none "
-                       "is lost. Refreshes equivcache.json and index.json. Safe while serve runs; two "
+                       "is lost. Refreshes equivcache.json, index.json and sstate-index/. Safe while serve runs; two "
                        "publishes take turns.",
                        epilog="example: %s publish --from ~/poky/build /srv/yocto-cache" % PROG)
     p.set_defaults(func=cmd_publish)
