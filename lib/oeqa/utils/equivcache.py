@@ -47,12 +47,18 @@ def add_bitbake_to_path(poky):
             sys.path.insert(1, path)
 
 
-def benchmark_parser(name, description, example=""):
-    """The argument parser of benchmark tests/benchmarks/NAME, with --poky."""
+def benchmark_parser(name, description, example="", workdir=None):
+    """The argument parser of benchmark tests/benchmarks/NAME, with --poky; with `workdir` (its
+    default) also --workdir and --target, for a benchmark that runs bitbake on a target."""
     parser = argparse.ArgumentParser(
         prog=name, description=description,
         epilog="example: POKY_DIR=%s tests/benchmarks/%s %s" % (DEFAULT_POKY_DIR, name, example))
     parser.add_argument("--poky", default=poky_dir(), help="poky tree (default: $POKY_DIR or %s)" % DEFAULT_POKY_DIR)
+    if workdir:
+        parser.add_argument("--workdir", default=workdir,
+                            help="build directory and cache live here (default: %(default)s; reused: the parse "
+                                 "cache survives)")
+        parser.add_argument("--target", default="core-image-minimal", help="default: %(default)s")
     return parser
 
 
