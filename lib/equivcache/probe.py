@@ -4,8 +4,11 @@
 # timeout, all run in parallel, none ever raising. Pure Python: no bb import.
 # A probe answers None when the target answered, else a one-line reason.
 
+import json
 import os
 import socket
+import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,24 +17,68 @@ from concurrent.futures import ThreadPoolExecutor
 from equivcache.outage import describe_error
 
 
+# What a hash equivalence client sends first (bitbake's asyncrpc: the
+# protocol line, headers up to an empty line), then a ping; the server
+# answers {"alive": true} on one line. The same on scarthgap and wrynose.
+HASHSERV_PING = b'OEHASHEQUIV 1.1\nneeds-headers: false\n\n{"ping": {}}\n'
+
+
 def server(parsed, timeout):
-    """Connect to a hash equivalence server.
+    """Ask a hash equivalence server whether it is alive, within `timeout`
+    seconds in all: a host that accepts the connection and never answers
+    gets a reason too, as bitbake would wait for it.
 
     parsed: ("unix", path) or ("tcp", host, port), as bitbake's
-    bb.asyncrpc.client.parse_address gives them (ws:// URLs as "tcp" to
-    their host and port).
+    bb.asyncrpc.client.parse_address gives them, or ("ws", host, port,
+    tls) for a ws:// or wss:// URL, where any HTTP answer counts.
     """
+    deadline = time.monotonic() + timeout
     try:
         if parsed[0] == "unix":
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
                 s.connect(parsed[1])
+            except BaseException:
+                s.close()
+                raise
         else:
-            with socket.create_connection((parsed[1], parsed[2]), timeout=timeout):
-                pass
+            s = socket.create_connection((parsed[1], parsed[2]), timeout=timeout)
+        with s:
+            if parsed[0] == "ws":
+                if parsed[3]:
+                    s = ssl.create_default_context().wrap_socket(s, server_hostname=parsed[1])
+                s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % parsed[1].encode())
+                return None if first_line(s, deadline) else "closed the connection without answering"
+            s.sendall(HASHSERV_PING)
+            line = first_line(s, deadline)
+    except socket.timeout:
+        return "connected, but no answer within %g s" % timeout
     except (OSError, ValueError) as e:
         return describe_error(e)
-    return None
+    if not line:
+        return "closed the connection without answering"
+    try:
+        alive = json.loads(line.decode("utf-8", "replace")).get("alive")
+    except (ValueError, AttributeError):
+        alive = None
+    return None if alive else "answered, but not as a hash equivalence server"
+
+
+def first_line(s, deadline, limit=4096):
+    """The first line a socket sends (without its newline), or what came
+    before it closed; socket.timeout when `deadline` passes first."""
+    data = b""
+    while b"\n" not in data and len(data) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        s.settimeout(left)
+        chunk = s.recv(limit)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].strip()
 
 
 def http(url, timeout):

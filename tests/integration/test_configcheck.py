@@ -48,8 +48,8 @@ def test_handler_info_by_class(name, expected):
     ("unix:///b/hashserve.sock", ("unix", "/b/hashserve.sock")),
     ("cache:8686", ("tcp", "cache", 8686)),
     ("[::1]:8686", ("tcp", "::1", 8686)),
-    ("ws://cache:8687", ("tcp", "cache", 8687)),
-    ("wss://cache", ("tcp", "cache", 443)),
+    ("ws://cache:8687", ("ws", "cache", 8687, False)),
+    ("wss://cache", ("ws", "cache", 443, True)),
 ])
 def test_parse_server(address, expected):
     assert check.parse_server(address) == expected
