@@ -6,6 +6,7 @@
 # made are saved, so that task workers, which parse the configuration again,
 # make exactly the same ones.
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -15,6 +16,7 @@ import time
 import urllib.parse
 
 import bb
+import bb.cooker
 import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
@@ -67,7 +69,7 @@ def parse_server(address):
         return ("unix", args[0])
     if typ == ADDR_TYPE_WS:
         url = urllib.parse.urlsplit(args[0])
-        return ("tcp", url.hostname, url.port or (443 if url.scheme == "wss" else 80))
+        return ("ws", url.hostname, url.port or (443 if url.scheme == "wss" else 80), url.scheme == "wss")
     return ("tcp", args[0], args[1])
 
 
@@ -96,7 +98,83 @@ def gather(d):
         websockets=websockets_usable(),
         stock_survives_outage=stock_survives_outage(),
         known_caches=d.getVar("EQUIVCACHE_KNOWN_CACHES") or "",
+        topdir=d.getVar("TOPDIR") or "",
+        sstate_dir=d.getVar("SSTATE_DIR") or "",
+        database=auto_database(d),
+        database_dir_variable=database_dir_variable(),
+        stock_warns_shared_sstate=handler == "OEEquivHash"
+        and "BB_HASHSERVE_DB_DIR" in (d.getVar("check_sanity_everybuild", False) or ""),
+        auto_server=auto_server_started(d),
     )
+
+
+def database_dir_variable():
+    """Whether this bitbake reads BB_HASHSERVE_DB_DIR for its auto server (bitbake 2.18, wrynose): ask the
+    code that starts that server."""
+    return "BB_HASHSERVE_DB_DIR" in bb.cooker.BBCooker.handlePRServ.__code__.co_consts
+
+
+def auto_database(d):
+    """The database bitbake's auto hash equivalence server uses, as cooker.handlePRServ computes it."""
+    if d.getVar("BB_HASHSERVE") != "auto":
+        return ""
+    directory = (database_dir_variable() and d.getVar("BB_HASHSERVE_DB_DIR")) or d.getVar("PERSISTENT_DIR") \
+        or d.getVar("CACHE")
+    return os.path.join(directory, "hashserv.db") if directory else ""
+
+
+# bitbake starts the auto server once per bitbake server process, with the
+# configuration of the first parse that has BB_HASHSERVE = "auto", and keeps
+# it while that process lives (cooker.handlePRServ). The class notes those
+# settings beside the server's socket, keyed by the process.
+def auto_server_record(d):
+    return os.path.join(d.getVar("TOPDIR"), "equivcache-hashserve.json")
+
+
+def auto_server_started(d):
+    """What this bitbake server's auto server was started with, if it was."""
+    if d.getVar("BB_HASHSERVE") != "auto" or not d.getVar("TOPDIR"):
+        return None
+    try:
+        with open(auto_server_record(d)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("pid") == os.getpid() else None
+
+
+def forget_stale_unihashes(d, stale):
+    """bitbake caches each task's unihash in ${PERSISTENT_DIR}/bb_unihashes.dat
+    and trusts it while the task hash is the same: what a stale auto server
+    answered would outlive it. Under a stale server, note it; in the next
+    bitbake server, which starts its auto server afresh, drop that cache
+    before bitbake loads it (it does so after ConfigParsed)."""
+    marker = os.path.join(state_dir(d), "stale-unihashes")
+    if stale:
+        bb.utils.mkdirhier(os.path.dirname(marker))
+        files.write_atomic(marker, str(os.getpid()))
+        return
+    try:
+        with open(marker) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if pid != os.getpid():
+        cache = os.path.join(d.getVar("PERSISTENT_DIR") or d.getVar("CACHE"), "bb_unihashes.dat")
+        bb.utils.remove(cache)
+        bb.utils.remove(marker)
+        bb.note("equivcache: removed %s, the unihashes a stale hash equivalence server gave" % cache)
+
+
+def note_auto_server(d, settings):
+    """Note what the auto server will be started with, the first time this bitbake server parses with it."""
+    if settings.hashserve != "auto" or settings.auto_server or not settings.topdir:
+        return
+    try:
+        files.write_atomic(auto_server_record(d), json.dumps(
+            {"pid": os.getpid(), "upstream": settings.upstream, "database": settings.database}))
+    except OSError:
+        pass
 
 
 def websockets_usable():
@@ -322,6 +400,13 @@ def on_config_parsed(d):
         changes.update(fixed)
         notes += [("EQUIVCACHE_MODE = \"fix\"", v) for v in fixed]
         findings = [f for f in findings if not f.fixes]
+        if fixed:   # the values the fixes set are the ones the auto server gets
+            settings = dataclasses.replace(settings, upstream=d.getVar("BB_HASHSERVE_UPSTREAM") or "",
+                                           database=auto_database(d))
+            findings = [f for f in findings if f.rule != "stale-hash-server"] + rules.select(
+                rules.evaluate_rule("stale-hash-server", settings), ignore)
+    note_auto_server(d, settings)
+    forget_stale_unihashes(d, bool(rules.evaluate_rule("stale-hash-server", settings)))
     save(d, key, changes)
 
     if mode != "fatal" and not first_report(d, (key, notes, unknown, [str(f) for f in findings])):

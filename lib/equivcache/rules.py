@@ -5,6 +5,7 @@
 # with its message and, where one exists, its fix. Pure Python: the class
 # gathers the values and the probe results, this module judges them.
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -39,6 +40,12 @@ class Settings:
     websockets: bool = True           # bitbake's python has websockets >= 10 (what ws:// and wss:// need)
     stock_survives_outage: bool = False  # bitbake's own handlers carry on when the server is away (wrynose)
     known_caches: str = ""            # EQUIVCACHE_KNOWN_CACHES
+    topdir: str = ""                  # TOPDIR
+    sstate_dir: str = ""              # SSTATE_DIR
+    database: str = ""                # the hashserv.db an auto server uses (BB_HASHSERVE_DB_DIR or PERSISTENT_DIR)
+    database_dir_variable: bool = False   # bitbake reads BB_HASHSERVE_DB_DIR (wrynose)
+    stock_warns_shared_sstate: bool = False  # sanity.bbclass itself warns about a private database here
+    auto_server: dict = None          # what this bitbake server started its auto server with, if not what is set now
 
 
 @dataclass
@@ -130,8 +137,9 @@ def check_unknown_handler(c):
     s = c.settings
     if not s.handler_exists:
         yield Finding("unknown-handler",
-                      "BB_SIGNATURE_HANDLER = \"%s\" names no signature handler: bitbake falls back to \"noop\", "
-                      "which computes no task hashes, so no sstate object is ever used or written. "
+                      "BB_SIGNATURE_HANDLER = \"%s\" names no signature handler: bitbake reports an error, falls back "
+                      "to \"noop\", which computes no task hashes, so no sstate object is used or written, and "
+                      "ends with a failure status. "
                       "Set BB_SIGNATURE_HANDLER = \"EquivCacheHash\" (or OEEquivHash, OEBasicHash), and check "
                       "that the layer providing it is in BBLAYERS." % s.handler,
                       {"BB_SIGNATURE_HANDLER": "EquivCacheHash"})
@@ -353,6 +361,52 @@ def check_native_lsb_mismatch(c):
                       "distribution." % (", ".join(lsbs), s.nativelsbstring))
 
 
+def inside(path, directory):
+    """Whether `path` is `directory` or below it (by name, as sanity.bbclass compares)."""
+    path, directory = os.path.normpath(path), os.path.normpath(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+@rule("shared-sstate-private-database", "SSTATE_DIR shared with other builds, the equivalence database private")
+def check_shared_sstate_private_database(c):
+    s = c.settings
+    if not (s.handler_uses_server and s.hashserve == "auto" and s.topdir and s.sstate_dir and s.database):
+        return
+    if inside(s.sstate_dir, s.topdir) or not inside(s.database, s.topdir) or s.stock_warns_shared_sstate:
+        return
+    if s.database_dir_variable:
+        fix = "Set BB_HASHSERVE_DB_DIR = \"%s\" (one database beside the objects) in every build that shares it" \
+            % s.sstate_dir
+        fixes = {"BB_HASHSERVE_DB_DIR": s.sstate_dir}
+    else:
+        fix = "Give the builds one database: serve it (equivcache-server, then BB_HASHSERVE_UPSTREAM to it in " \
+              "each build), or set one PERSISTENT_DIR outside the build directories for all of them"
+        fixes = {}
+    yield Finding("shared-sstate-private-database",
+                  "SSTATE_DIR = \"%s\" is outside this build directory, so other builds may share it, but the "
+                  "hash equivalence database %s is this build's own: an equivalence one build learns is unknown "
+                  "to the others, and the objects it stored under an equivalent unihash miss there. %s."
+                  % (s.sstate_dir, s.database, fix), fixes)
+
+
+@rule("stale-hash-server", "a running bitbake server keeps an auto hash equivalence server started with other settings")
+def check_stale_hash_server(c):
+    s = c.settings
+    started = s.auto_server
+    if not started or s.hashserve != "auto":
+        return
+    changed = ["%s \"%s\" (now \"%s\")" % (what, started.get(key, ""), now)
+               for what, key, now in (("BB_HASHSERVE_UPSTREAM", "upstream", s.upstream),
+                                      ("database", "database", s.database))
+               if started.get(key, "") != now]
+    if changed:
+        yield Finding("stale-hash-server",
+                      "this bitbake server started its BB_HASHSERVE = \"auto\" hash equivalence server with %s, "
+                      "and keeps it until it stops: the new value is ignored, this build's unihashes come from "
+                      "the old one, and bitbake caches them. Run \"bitbake -m\", then build again (the class "
+                      "then drops that cache)." % " and ".join(changed))
+
+
 RULE_NAMES = tuple(r.name for r in RULES)
 
 
@@ -372,6 +426,11 @@ def evaluate(settings, probes=None, descriptor=None, descriptor_error=None):
     """
     context = Context(settings, probes, descriptor, descriptor_error)
     return [finding for r in RULES for finding in r.check(context)]
+
+
+def evaluate_rule(name, settings):
+    """The findings of one rule that needs no probe and no descriptor."""
+    return [finding for r in RULES if r.name == name for finding in r.check(Context(settings))]
 
 
 def select(findings, ignore):

@@ -20,6 +20,8 @@ def rules(settings, probes=None, descriptor=None, error=None):
     return [f.rule for f in evaluate(settings, probes, descriptor, error)]
 
 
+SPLIT = dict(topdir="/work/build", sstate_dir="/srv/sstate-cache", database="/work/build/cache/hashserv.db")
+
 # (name, settings, probes, descriptor, expected rules)
 TABLE = [
     ("clean local", equiv(), {}, None, []),
@@ -70,6 +72,24 @@ TABLE = [
      ["native-lsb-mismatch"]),
     ("other host uninative", equiv(sstate_mirrors=HTTP, upstream="127.0.0.1:8686", nativelsbstring="fedora-40",
                                    uninative=True), {}, DESCRIPTOR, []),
+    # one sstate directory, several databases
+    ("shared sstate, private database", equiv(**SPLIT), {}, None, ["shared-sstate-private-database"]),
+    ("shared sstate, stock warns", equiv(stock_warns_shared_sstate=True, **SPLIT), {}, None, []),
+    ("shared sstate, shared database", equiv(**dict(SPLIT, database="/srv/sstate-cache/hashserv.db")), {}, None, []),
+    ("sstate inside", equiv(**dict(SPLIT, sstate_dir="/work/build/sstate-cache")), {}, None, []),
+    ("shared sstate, remote server", equiv(hashserve="h:1", **dict(SPLIT, database="")), {}, None, []),
+    ("prefix is not inside", equiv(**dict(SPLIT, sstate_dir="/work/build2/sstate")), {}, None,
+     ["shared-sstate-private-database"]),
+    # a running bitbake server's auto server
+    ("same auto server", equiv(upstream="h:1", database="/b/hashserv.db",
+                               auto_server={"upstream": "h:1", "database": "/b/hashserv.db"}), {}, None, []),
+    ("stale upstream", equiv(upstream="h:2", database="/b/hashserv.db",
+                             auto_server={"upstream": "h:1", "database": "/b/hashserv.db"}), {}, None,
+     ["stale-hash-server"]),
+    ("stale database", equiv(database="/c/hashserv.db", auto_server={"upstream": "", "database": "/b/hashserv.db"}),
+     {}, None, ["stale-hash-server"]),
+    ("no longer auto", equiv(hashserve="h:1", auto_server={"upstream": "", "database": "/b/hashserv.db"}), {}, None,
+     []),
 ]
 
 
@@ -81,6 +101,15 @@ def test_table(name, settings, probes, descriptor, expected):
 def test_every_rule_is_in_the_table():
     covered = {r for t in TABLE for r in t[4]} | {"descriptor"}
     assert covered == set(RULE_NAMES)
+
+
+def test_split_database_fix_per_release():
+    """wrynose's bitbake reads BB_HASHSERVE_DB_DIR: the fix puts the database beside the objects;
+    scarthgap's does not: no fix, and the message says what to do instead."""
+    (f,) = evaluate(equiv(database_dir_variable=True, **SPLIT))
+    assert f.fixes == {"BB_HASHSERVE_DB_DIR": "/srv/sstate-cache"}
+    (f,) = evaluate(equiv(**SPLIT))
+    assert f.fixes == {} and "PERSISTENT_DIR" in f.message and "BB_HASHSERVE_DB_DIR" not in f.message
 
 
 def test_seed_message_and_fix_from_descriptor():

@@ -6,10 +6,13 @@
 #   oe-selftest -r equivcache_class
 
 import os
+import re
+import shutil
+import socket
 
 from oeqa.core.decorator import OETestTag
-from oeqa.selftest.cases.equivcache_base import ProducerTestCase, write_descriptor
-from oeqa.utils.commands import get_bb_var, runCmd
+from oeqa.selftest.cases.equivcache_base import CHAIN, DRY_RUN, TARGET, ProducerTestCase, fresh_bitbake_server, write_descriptor
+from oeqa.utils.commands import bitbake, get_bb_var, runCmd
 from oeqa.utils.equivcache import HashServer, HttpMirror, executed_tasks, free_port, sstate_summary, warnings
 
 
@@ -105,6 +108,74 @@ class EquivCacheClassTests(ProducerTestCase):
         self.assertEqual(len(found), 1, msg=output)
         self.assertIn("[no-network-mirror]", found[0], msg=output)
         self.assertIn("No sstate archive obtainable", output, msg="BB_NO_NETWORK let the mirror through:\n%s" % output)
+        # ... after the Sstate summary counted them as on the mirror.
+        self.assertGreater(sstate_summary(output)["mirror"], 0, msg=output)
+
+    def test_stale_hash_server(self):
+        """A bitbake server that stays between commands (BB_SERVER_TIMEOUT) keeps the auto hash equivalence
+        server it started: an upstream set afterwards is ignored, the mirror misses, and rule
+        stale-hash-server says to run bitbake -m; after it, the same configuration gets 100% from the mirror."""
+        self.addCleanup(fresh_bitbake_server, self.builddir)
+        base = ('BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\nBB_SERVER_TIMEOUT = "60"\n'
+                'EQUIVCACHE_IGNORE = "mirror-without-upstream"\n'
+                'SSTATE_MIRRORS = "file://.* file://%s/sstate-cache/PATH"\n' % self.producer)
+        self.consumer(base)
+        self.build(DRY_RUN)
+        self.consumer(base + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % self.hashserv_address)
+        result = bitbake("%s %s" % (DRY_RUN, TARGET), ignore_status=True)   # the same bitbake server, still running
+        self.assertEqual(result.status, 0, msg=result.output)
+        found = [w for w in warnings(result.output) if w.startswith("equivcache: ")]
+        self.assertEqual(len(found), 1, msg=result.output)
+        self.assertIn('[stale-hash-server] this bitbake server started its BB_HASHSERVE = "auto" hash equivalence '
+                      'server with BB_HASHSERVE_UPSTREAM "" (now "%s")' % self.hashserv_address, found[0])
+        self.assertIn('Run "bitbake -m"', found[0])
+        self.assertGreater(sstate_summary(result.output)["missed"], 0, msg=result.output)
+        output = self.build(DRY_RUN)   # after bitbake -m
+        self.assertEqual([w for w in warnings(output) if w.startswith("equivcache: ")], [], msg=output)
+        self.assert_full_match(output)
+
+    def test_shared_sstate_private_database(self):
+        """SSTATE_DIR outside the build directory, so shared, and the auto server's database inside it: the
+        producer's equivalences are unknown here, and its objects miss although they are in SSTATE_DIR.
+        With OEEquivHash, wrynose's sanity.bbclass warns and the class does not repeat it; scarthgap's says
+        nothing and the class does. With EquivCacheHash in fix mode, wrynose gets BB_HASHSERVE_DB_DIR =
+        SSTATE_DIR: the database shared there gives 100%; scarthgap has no such variable and keeps the warning."""
+        from equivcache.configcheck import database_dir_variable
+        shared = os.path.join(os.path.dirname(self.builddir), "ec-shared-sstate")   # outside TOPDIR
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.copytree(os.path.join(self.producer, "sstate-cache"), shared, symlinks=True)
+        self.addCleanup(shutil.rmtree, shared, True)
+        stock = "Sstate directory is shared between several builds"
+        rule = "equivcache: [shared-sstate-private-database] "
+
+        self.consumer('BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\nSSTATE_DIR = "%s"\n' % shared)
+        output = self.build(DRY_RUN)
+        summary = sstate_summary(output)
+        self.assertLess(summary["local"], summary["wanted"], msg="the objects should miss here:\n%s" % output)
+        ours = [w for w in warnings(output) if w.startswith(rule)]
+        if database_dir_variable():
+            self.assertIn(stock, output)
+            self.assertEqual(ours, [], msg=output)
+        else:
+            self.assertNotIn(stock, output)
+            self.assertEqual(len(ours), 1, msg=output)
+            self.assertIn('SSTATE_DIR = "%s" is outside this build directory' % shared, ours[0])
+            self.assertIn("PERSISTENT_DIR", ours[0])
+
+        shutil.copy(os.path.join(self.producer, "persistent", "hashserv.db"), shared)   # the one database
+        self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\nSSTATE_DIR = "%s"\n'
+                      'EQUIVCACHE_MODE = "fix"\n' % shared, workdir=os.path.join(self.workdir, "fixed"))
+        output = self.build(DRY_RUN)
+        summary = sstate_summary(output)
+        self.assertNotIn(stock, output)
+        if database_dir_variable():
+            self.assertIn('equivcache: EQUIVCACHE_MODE = "fix": set BB_HASHSERVE_DB_DIR = "%s" (was "")' % shared,
+                          output)
+            self.assertEqual([w for w in warnings(output) if w.startswith("equivcache: ")], [], msg=output)
+            self.assertEqual(summary["local"], summary["wanted"], msg=output)
+        else:
+            self.assertEqual(len([w for w in warnings(output) if w.startswith(rule)]), 1, msg=output)
+            self.assertLess(summary["local"], summary["wanted"], msg=output)
 
     def test_same_signatures(self):
         """The class changes no task signature, in any mode."""
@@ -119,53 +190,102 @@ class EquivCacheClassTests(ProducerTestCase):
             self.assertEqual(runs["without"], runs[name], msg="EQUIVCACHE_MODE = %s changed signatures" % name)
 
     def test_rules_on_real_configurations(self):
-        """Each rule, on a real configuration parsed by bitbake, names itself with the values involved."""
+        """Each rule, on a real configuration parsed by bitbake, names itself with the values involved
+        (a server that accepts connections and never answers included); where its message claims a cost,
+        a dry run of the chain against the producer's mirror shows that cost (the audit of issue 15)."""
         closed = "127.0.0.1:%d" % free_port()
+        listener = socket.socket()   # accepts connections (the kernel does) and never answers
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        silent = "127.0.0.1:%d" % listener.getsockname()[1]
+        empty = self.start_server(address="127.0.0.1:%d" % free_port())   # a real server that knows nothing
+        sstate = os.path.join(self.producer, "sstate-cache")
         lsb_dir = os.path.join(self.workdir, "other-host-mirror")
         os.makedirs(os.path.join(lsb_dir, "sstate-cache"))
+        for name in os.listdir(sstate):   # the producer's objects, its native ones filed under another host
+            os.symlink(os.path.join(sstate, name), os.path.join(lsb_dir, "sstate-cache", name if re.match(
+                r"[0-9a-f]{2}$", name) else "fedora-40"))
         write_descriptor(lsb_dir, [self.hashserv_address], ["fedora-40"])
         file_mirror = "file://.* file://%s/sstate-cache/PATH" % lsb_dir
         equiv = 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n'
         upstream = 'BB_HASHSERVE_UPSTREAM = "%s"\n' % self.hashserv_address
         allow = 'SSTATE_MIRROR_ALLOW_NETWORK = "1"\n'
-        from equivcache.configcheck import websockets_usable
+        mirror = allow + 'SSTATE_MIRRORS = "%s"\n' % self.sstate_mirror
+        from equivcache.configcheck import websockets_usable, stock_survives_outage
         websockets = websockets_usable()
+
+        def natives_miss(summary, output):
+            missed = {"%s:%s" % (t["recipe"], t["task"]) for t in self.build_report(self.row)["misses"]["tasks"]}
+            self.assertTrue({"%s:do_populate_sysroot" % pn for pn in CHAIN} <= missed, msg=output)
+
+        def misses(summary, output):
+            self.assertGreater(summary["missed"], 0, msg=output)
+
+        def all_miss(summary, output):
+            self.assertEqual((summary["mirror"], summary["missed"]), (0, summary["wanted"]), msg=output)
+
+        def outage(summary, output):
+            if stock_survives_outage():   # wrynose: a warning per task, then guesses saved
+                self.assertGreater(len([w for w in warnings(output) if "hash equivalence" in w.lower()
+                                        or closed in w]), 2, msg=output)
+            misses(summary, output)
+
+        # (rule, configuration, value its message names, the cost a dry run shows or None, bitbake's status)
         table = [
-            ("mirror-without-upstream", equiv + allow + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.hashserv_address),
-            ("upstream-ignored", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n' % self.hashserv_address + upstream,
-             self.hashserv_address),
-            ("upstream-unreachable", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"' % closed, closed),
-            ("server-unreachable", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"' % closed, closed),
-            ("server-without-handler", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"', "OEBasicHash"),
-            ("mirror-without-equivalence", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = ""\n' + allow +
-             'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.hashserv_address),
-            ("unknown-handler", 'BB_SIGNATURE_HANDLER = "OEEquivHsh"\nBB_HASHSERVE = "auto"', "OEEquivHsh"),
-            ("no-network-mirror", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.mirror.url),
+            ("mirror-without-upstream", equiv + mirror, self.hashserv_address, None, 0),   # test_warn_seed_scenario
+            ("upstream-ignored", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n' % empty.address
+             + upstream + mirror, self.hashserv_address, misses, 0),
+            ("upstream-unreachable", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % closed + mirror, closed, misses, 0),
+            ("server-unreachable", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n' % closed + mirror,
+             closed, outage, 0 if stock_survives_outage() else 1),
+            ("server-unreachable", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n'
+             'EQUIVCACHE_PROBE_TIMEOUT = "1"' % silent, "connected, but no answer within 1 s", None, 0),
+            ("server-without-handler", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"\n'
+             'EQUIVCACHE_IGNORE = "mirror-without-equivalence"\n' + mirror, "OEBasicHash", misses, 0),
+            ("mirror-without-equivalence", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = ""\n' + mirror,
+             self.hashserv_address, misses, 0),
+            ("unknown-handler", 'BB_SIGNATURE_HANDLER = "OEEquivHsh"\nBB_HASHSERVE = "auto"\n' + mirror, "OEEquivHsh",
+             all_miss, 1),   # noop: no task hash names the mirror's objects
+            ("no-network-mirror", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.mirror.url,
+             None, 0),   # test_no_network_mirror_on_http
             ("mirror-syntax", equiv + upstream + 'SSTATE_MIRRORS = "%s file://.*"' % self.sstate_mirror,
-             "the last one (file://.*) has no pair"),
+             "the last one (file://.*) has no pair", None, 0),
+            ("mirror-syntax", equiv + upstream + 'SSTATE_MIRRORS = "file://.* file://%s/"' % sstate,
+             "without PATH", all_miss, 0),
             ("mirror-missing-dir", equiv + upstream + 'SSTATE_MIRRORS = "file://.* file:///nonexistent/sstate/PATH"',
-             "/nonexistent/sstate"),
+             "/nonexistent/sstate", all_miss, 0),
             ("mirror-unreachable", equiv + upstream + allow +
-             'SSTATE_MIRRORS = "file://.* http://%s/sstate-cache/PATH;downloadfilename=PATH"' % closed, closed),
+             'SSTATE_MIRRORS = "file://.* http://%s/sstate-cache/PATH;downloadfilename=PATH"' % closed, closed,
+             all_miss, 0),
             ("websockets-missing", 'BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "ws://%s"' % closed,
-             "ws://" + closed),
-            ("descriptor-server-mismatch", equiv + allow + 'BB_HASHSERVE_UPSTREAM = "%s"\nSSTATE_MIRRORS = "%s"'
-             % (closed, self.sstate_mirror), self.hashserv_address),
-            ("native-lsb-mismatch", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % file_mirror, "fedora-40"),
-            ("descriptor", 'EQUIVCACHE_SERVER = "http://%s"' % closed, closed),
-            (None, equiv + 'SSTATE_MIRRORS = "file://universal/(.*) file://universal-4.9/\\1"', None),
+             "ws://" + closed, None, 0),
+            ("descriptor-server-mismatch", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % empty.address + mirror,
+             self.hashserv_address, misses, 0),
+            ("native-lsb-mismatch", equiv.replace("OEEquivHash", "EquivCacheHash") + upstream +   # it reports
+             'SSTATE_MIRRORS = "%s"' % file_mirror, "fedora-40", natives_miss, 0),
+            ("descriptor", 'EQUIVCACHE_SERVER = "http://%s"' % closed, closed, None, 0),
+            (None, equiv + 'SSTATE_MIRRORS = "file://universal/(.*) file://universal-4.9/\\1"', None, None, 0),
         ]
-        for rule, config, value in table:
-            with self.subTest(rule=rule):
-                self.consumer(config)
-                result = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True)
-                found = [w for w in warnings(result.output) if w.startswith("equivcache: ")]
+        for number, (rule, config, value, cost, status) in enumerate(table):
+            with self.subTest(rule=rule, row=number):
+                if cost:   # a consumer of its own: no unihash or database left by another row
+                    self.row = os.path.join(self.workdir, "row-%d" % number)
+                    self.consumer(config, workdir=self.row)
+                    output = self.build(DRY_RUN, expect_status=status)
+                    if status:
+                        self.assertIn("ERROR:", output)
+                    cost(sstate_summary(output), output)
+                else:
+                    self.consumer(config)
+                    output = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True).output
+                found = [w for w in warnings(output) if w.startswith("equivcache: ")]
                 if rule is None or (rule == "websockets-missing" and websockets):
-                    self.assertEqual(found, [], msg=result.output)
+                    self.assertEqual(found, [], msg=output)
                     continue
                 named = [w for w in found if w.startswith("equivcache: [%s] " % rule)]
-                self.assertEqual(len(named), 1, msg="rule %s:\n%s" % (rule, result.output))
-                self.assertIn(value, named[0], msg=result.output)
+                self.assertEqual(len(named), 1, msg="rule %s:\n%s" % (rule, output))
+                self.assertIn(value, named[0], msg=output)
 
         # A rule silenced by name says nothing; an unknown name is pointed out.
         self.consumer('BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"\n'
