@@ -7,6 +7,19 @@ import os
 import time
 
 
+def server_running(builddir):
+    """Whether a bitbake server holds `builddir`'s bitbake.lock now."""
+    try:
+        with open(os.path.join(builddir, "bitbake.lock"), "r") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return False
+
+
 def wait_for_server_exit(builddir, deadline=60):
     """Wait until no bitbake server holds `builddir`'s bitbake.lock. A
     bitbake command started while the previous server is still shutting

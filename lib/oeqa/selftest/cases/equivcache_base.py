@@ -35,13 +35,20 @@ from oeqa.utils.equivcache import (CLIENT, SERVER, CacheServer, HashServer, exec
                                    sstate_summary, tasks_summary)
 
 TARGET = "equivcache-c-native"
+# A dry run up to bitbake's mirror availability check: its Sstate summary and
+# the class's build report, without dry-running the 39 tasks (2 s less).
+DRY_RUN = "-n --setscene-only"
 CHAIN = ("equivcache-a-native", "equivcache-b-native", "equivcache-c-native")
 
 
 def fresh_bitbake_server(builddir):
     """Stop any bitbake server of this build directory and wait until it is
     gone: a cooker keeps the auto hash equivalence server it started first,
-    so a new BB_HASHSERVE_UPSTREAM or PERSISTENT_DIR would be ignored."""
+    so a new BB_HASHSERVE_UPSTREAM or PERSISTENT_DIR would be ignored.
+    With no server running there is nothing to stop (and `bitbake -m` would
+    cost a second of start-up)."""
+    if not buildlock.server_running(builddir):
+        return
     runCmd("bitbake -m", ignore_status=True)
     try:
         buildlock.wait_for_server_exit(builddir)

@@ -12,7 +12,7 @@ import os
 import shutil
 
 from oeqa.core.decorator import OETestTag
-from oeqa.selftest.cases.equivcache_base import ProducerTestCase
+from oeqa.selftest.cases.equivcache_base import DRY_RUN, ProducerTestCase
 from oeqa.utils.equivcache import HashServer, HttpMirror, executed_tasks, free_port, sstate_summary, warnings
 
 from equivcache import sstateindex
@@ -53,7 +53,7 @@ class EquivCacheSstateCheckTests(ProducerTestCase):
         self.addCleanup(mirror.close)
         return mirror
 
-    def check(self, mirrors, index, options="-n", parameters=";downloadfilename=PATH"):
+    def check(self, mirrors, index, options=DRY_RUN, parameters=";downloadfilename=PATH"):
         """(Sstate summary, missed (recipe, task) set, output) of a consumer
         using `mirrors` ("URL" roots of sstate-cache/), with or without indexes."""
         self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\n'
