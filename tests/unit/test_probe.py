@@ -5,6 +5,7 @@
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 
@@ -42,6 +43,17 @@ def test_http(http_root):
     assert probe.http(http_root + "/no-such-dir/", 2) is None          # a 404 is an answer
     assert "ConnectionRefusedError" in probe.http("http://127.0.0.1:%d/" % closed_port(), 2)
     assert probe.http("not a url", 2)
+
+
+def test_http_silent_host():
+    """A mirror host that accepts the connection and never answers: a reason within the timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        start = time.monotonic()
+        reason = probe.http("http://127.0.0.1:%d/sstate-cache/" % listener.getsockname()[1], 0.5)
+        assert "timed out" in reason
+        assert time.monotonic() - start < 1.5
 
 
 def test_fetch(http_root, tmp_path):
