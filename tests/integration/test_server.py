@@ -88,6 +88,9 @@ def test_serve_status_and_clean_stop(served, tmp_path):
     assert result.returncode == 0, result
     for part in ("http mirror", "read endpoint", "write endpoint"):
         assert [line for line in result.stdout.splitlines() if part in line and line.endswith("  up")], result.stdout
+    with open(served.log.name) as f:   # serve's start-up lines name every directory the mirror serves
+        started = [line for line in f if "http mirror:" in line]
+    assert len(started) == 1 and "sstate-cache/, downloads/, siginfo/, sstate-index/" in started[0], started
     assert "sstate-cache     0 objects" in result.stdout
     with urllib.request.urlopen(served.url + "/equivcache.json") as answer:
         doc = json.load(answer)

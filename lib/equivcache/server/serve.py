@@ -16,7 +16,7 @@ from equivcache.formatting import utc_iso
 from equivcache.server.database import show_database
 from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, READ_PERMS, WRITE_PERMS, HashServ,
                                          check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
-from equivcache.server.layout import admin_credentials, load_json, server_config, write_descriptor
+from equivcache.server.layout import PUBLIC, admin_credentials, load_json, server_config, write_descriptor
 from equivcache.server.mirrorhttp import MirrorServer
 
 logger = logging.getLogger("equivcache.server")
@@ -81,7 +81,8 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         }
         files.write_json(layout.state, state)
         logger.info("serving %s", layout.root)
-        logger.info("  http mirror:     %s (sstate-cache/, sstate-index/, downloads/, equivcache.json, index.json)", mirror.url)
+        logger.info("  http mirror:     %s (%s)", mirror.url,
+                    ", ".join(name if "." in name else name + "/" for name in PUBLIC))
         logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
                     state["hashserv"], READ_PERMS, layout.admin)
         logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)
