@@ -50,13 +50,8 @@ class EquivCacheLayerTests(EquivCacheTestCase):
         corebase = get_bb_var("COREBASE")
         runCmd("bash -c '. %s/oe-init-build-env %s'" % (corebase, builddir))
         with open(os.path.join(builddir, "conf", "local.conf"), "a") as f:
-            # yocto-check-layer computes every signature with OEBasicHash (passed
-            # in the environment); its bitbake -p and -e run with the
-            # configuration's own handler, which on wrynose is OEEquivHash: the
-            # same handler here lets them share one parse (a whole OE-core parse
-            # less, about a minute).
             f.write('\nMACHINE = "qemux86-64"\nDISTRO = "nodistro"\nBB_NO_NETWORK = "1"\n'
-                    'SSTATE_DIR = "%s/sstate-cache"\nBB_SIGNATURE_HANDLER = "OEBasicHash"\n' % self.workdir)
+                    'SSTATE_DIR = "%s/sstate-cache"\n' % self.workdir)
         with open(os.path.join(builddir, "conf", "bblayers.conf"), "w") as f:
             f.write('POKY_BBLAYERS_CONF_VERSION = "2"\nBBPATH = "${TOPDIR}"\nBBFILES ?= ""\n'
                     'BBLAYERS ?= "%s/meta"\n' % corebase)
