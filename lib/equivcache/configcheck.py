@@ -403,10 +403,11 @@ def on_config_parsed(d):
         if fixed:   # the values the fixes set are the ones the auto server gets
             settings = dataclasses.replace(settings, upstream=d.getVar("BB_HASHSERVE_UPSTREAM") or "",
                                            database=auto_database(d))
-            findings = [f for f in findings if f.rule != "stale-hash-server"] + rules.select(
-                rules.evaluate_rule("stale-hash-server", settings), ignore)
+    # The last rule, judged on those values; its cache is dropped even where it is ignored.
+    stale = rules.evaluate_rule("stale-hash-server", settings)
+    findings = [f for f in findings if f.rule != "stale-hash-server"] + rules.select(stale, ignore)
     note_auto_server(d, settings)
-    forget_stale_unihashes(d, bool(rules.evaluate_rule("stale-hash-server", settings)))
+    forget_stale_unihashes(d, bool(stale))
     save(d, key, changes)
 
     if mode != "fatal" and not first_report(d, (key, notes, unknown, [str(f) for f in findings])):

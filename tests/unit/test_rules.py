@@ -98,6 +98,11 @@ def test_table(name, settings, probes, descriptor, expected):
     assert rules(settings, probes, descriptor) == expected
 
 
+def test_stale_hash_server_is_the_last_rule():
+    """configcheck judges it again after the fixes and appends it: registry order holds only if it is last."""
+    assert RULE_NAMES[-1] == "stale-hash-server"
+
+
 def test_every_rule_is_in_the_table():
     covered = {r for t in TABLE for r in t[4]} | {"descriptor"}
     assert covered == set(RULE_NAMES)
