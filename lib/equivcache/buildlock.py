@@ -26,15 +26,8 @@ def wait_for_server_exit(builddir, deadline=60):
     down reconnects to it ("Reconnecting to bitbake server") and keeps its
     state, the auto hash equivalence server included. TimeoutError past
     `deadline` seconds."""
-    lockfile = os.path.join(builddir, "bitbake.lock")
     end = time.monotonic() + deadline
-    while os.path.exists(lockfile):
-        try:
-            with open(lockfile, "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise TimeoutError("the bitbake server of %s did not exit within %d s" % (builddir, deadline))
-            time.sleep(0.1)
+    while server_running(builddir):
+        if time.monotonic() > end:
+            raise TimeoutError("the bitbake server of %s did not exit within %d s" % (builddir, deadline))
+        time.sleep(0.1)

@@ -36,15 +36,12 @@ def server(parsed, timeout):
     try:
         if parsed[0] == "unix":
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            try:
-                s.connect(parsed[1])
-            except BaseException:
-                s.close()
-                raise
         else:
             s = socket.create_connection((parsed[1], parsed[2]), timeout=timeout)
         with s:
+            if parsed[0] == "unix":
+                s.settimeout(timeout)
+                s.connect(parsed[1])
             if parsed[0] == "ws":
                 if parsed[3]:
                     s = ssl.create_default_context().wrap_socket(s, server_hostname=parsed[1])
