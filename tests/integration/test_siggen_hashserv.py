@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import need_bitbake
-from oeqa.utils.equivcache import HashServer
+from oeqa.utils.equivcache import HashServer, silent_listener
 
 need_bitbake()
 
@@ -223,9 +223,7 @@ def test_silent_server_bounded(tmp_path, warnings_seen, max_parallel):
     """A host that accepts connections and never answers: the first query
     gives up after about EQUIVCACHE_SERVER_TIMEOUT (bitbake's own retries
     would take 16 of them), one warning, then no more asking."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(128)
+    silent = silent_listener()
     try:
         d = datastore("127.0.0.1:%d" % silent.getsockname()[1], tmp_path / "persistent", max_parallel)
         d.setVar("EQUIVCACHE_SERVER_TIMEOUT", "1")

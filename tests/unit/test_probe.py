@@ -3,13 +3,13 @@
 # The probes against real listeners on loopback and unix sockets.
 
 import http.server
-import socket
 import threading
 import time
 
 import pytest
 
 from equivcache import probe
+from oeqa.utils.equivcache import free_port, silent_listener
 
 
 @pytest.fixture
@@ -32,24 +32,16 @@ def http_root(tmp_path):
     server.server_close()
 
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_http(http_root):
     assert probe.http(http_root + "/sstate-cache/", 2) is None
     assert probe.http(http_root + "/no-such-dir/", 2) is None          # a 404 is an answer
-    assert "ConnectionRefusedError" in probe.http("http://127.0.0.1:%d/" % closed_port(), 2)
+    assert "ConnectionRefusedError" in probe.http("http://127.0.0.1:%d/" % free_port(), 2)
     assert probe.http("not a url", 2)
 
 
 def test_http_silent_host():
     """A mirror host that accepts the connection and never answers: a reason within the timeout."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
+    with silent_listener() as listener:
         start = time.monotonic()
         reason = probe.http("http://127.0.0.1:%d/sstate-cache/" % listener.getsockname()[1], 0.5)
         assert "timed out" in reason
@@ -64,7 +56,7 @@ def test_fetch(http_root, tmp_path):
     with pytest.raises(OSError, match="larger than 1024 bytes"):
         probe.fetch(http_root + "/big", 2, limit=1024)
     with pytest.raises(OSError, match="ConnectionRefusedError"):
-        probe.fetch("http://127.0.0.1:%d/x" % closed_port(), 2)
+        probe.fetch("http://127.0.0.1:%d/x" % free_port(), 2)
 
 
 def test_directory(tmp_path):
@@ -79,7 +71,7 @@ def test_run_in_parallel(http_root, tmp_path):
         host, port = address.rsplit(":", 1)
         return ("tcp", host, int(port))
 
-    port = closed_port()
+    port = free_port()
     results = probe.run([("http", http_root + "/"), ("dir", str(tmp_path)), ("dir", str(tmp_path)),
                          ("server", "127.0.0.1:%d" % port), ("server", "nonsense")], 2, parse)
     assert results[("http", http_root + "/")] is None

@@ -85,6 +85,19 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def silent_listener(address=("127.0.0.1", 0), family=socket.AF_INET):
+    """A listening socket that nobody serves: the kernel completes the
+    connections and nothing ever answers (a silent host). Close it when done."""
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.bind(address)
+        s.listen(128)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def wait_for(check, timeout, what):
     """Poll check() until it is true; RuntimeError "<what> within N s" past the deadline."""
     deadline = time.monotonic() + timeout

@@ -8,12 +8,12 @@
 import os
 import re
 import shutil
-import socket
 
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import CHAIN, DRY_RUN, TARGET, ProducerTestCase, fresh_bitbake_server, write_descriptor
 from oeqa.utils.commands import bitbake, get_bb_var, runCmd
-from oeqa.utils.equivcache import HashServer, HttpMirror, executed_tasks, free_port, sstate_summary, warnings
+from oeqa.utils.equivcache import (HashServer, HttpMirror, executed_tasks, free_port, silent_listener, sstate_summary,
+                                   warnings)
 
 
 @OETestTag("meta-equivcache")
@@ -194,10 +194,8 @@ class EquivCacheClassTests(ProducerTestCase):
         (a server that accepts connections and never answers included); where its message claims a cost,
         a dry run of the chain against the producer's mirror shows that cost (the audit of issue 15)."""
         closed = "127.0.0.1:%d" % free_port()
-        listener = socket.socket()   # accepts connections (the kernel does) and never answers
+        listener = silent_listener()
         self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
         silent = "127.0.0.1:%d" % listener.getsockname()[1]
         empty = self.start_server(address="127.0.0.1:%d" % free_port())   # a real server that knows nothing
         sstate = os.path.join(self.producer, "sstate-cache")

@@ -7,12 +7,11 @@
 
 import glob
 import os
-import socket
 import time
 
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import CHAIN, EquivCacheTestCase
-from oeqa.utils.equivcache import executed_tasks, free_port, warnings
+from oeqa.utils.equivcache import executed_tasks, free_port, silent_listener, warnings
 
 
 @OETestTag("meta-equivcache")
@@ -67,10 +66,8 @@ class EquivCacheHashTests(EquivCacheTestCase):
         """BB_HASHSERVE at a host that accepts connections and never answers:
         the first query gives up after about EQUIVCACHE_SERVER_TIMEOUT, then one
         warning and the build goes on (bitbake alone waited 8 minutes)."""
-        silent = socket.socket()
+        silent = silent_listener()
         self.addCleanup(silent.close)
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(128)   # the kernel completes the connections; nothing answers
         address = "127.0.0.1:%d" % silent.getsockname()[1]
         self.config(hashserve=address, extra='EQUIVCACHE_SERVER_TIMEOUT = "5"')
         start = time.monotonic()
