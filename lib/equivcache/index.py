@@ -19,16 +19,18 @@ VERSION = 2
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "index-v%d.json" % VERSION)
 
 
-def build(sstate_dir, generated=None, siginfo_dir=None):
+def build(sstate_dir, generated=None, siginfo_dir=None, exclude=(), exclude_signatures=()):
     """The index document of what sstate_dir holds: one entry per recipe,
     task and unihash, with the path (relative to sstate-cache/) and size of
     its object ("" and 0 when only the signature data is there, as for tasks
     without an sstate object) and the path of its signature data ("" if none).
     With siginfo_dir (the cache's siginfo/), "signatures" lists the signature
-    data of every task there, paths relative to siginfo/."""
+    data of every task there, paths relative to siginfo/. Files in exclude
+    (relative to sstate_dir) and exclude_signatures (relative to siginfo_dir)
+    are left out: gc writes the index before it removes them."""
     entries = {}
     for rel, size, (recipe, task, unihash, kind) in sstate_files(sstate_dir):
-        if kind == "sig":
+        if kind == "sig" or rel in exclude:
             continue
         stem = rel[:-len(".siginfo")] if kind == "siginfo" else rel
         entry = entries.setdefault(stem, {"recipe": recipe, "task": task, "unihash": unihash,
@@ -43,7 +45,8 @@ def build(sstate_dir, generated=None, siginfo_dir=None):
         "generated": generated or utc_iso(),
         "objects": [entries[stem] for stem in sorted(entries)],
         "signatures": [{"recipe": recipe, "task": task, "unihash": unihash, "path": rel}
-                       for rel, _, (recipe, task, unihash) in (sigdata_files(siginfo_dir) if siginfo_dir else ())],
+                       for rel, _, (recipe, task, unihash) in (sigdata_files(siginfo_dir) if siginfo_dir else ())
+                       if rel not in exclude_signatures],
     }
 
 

@@ -126,10 +126,11 @@ def read_local(index_dir):
     return head, journal
 
 
-def update(sstate_dir, index_dir, directory="sstate-cache"):
-    """Bring the index in index_dir up to date with sstate_dir. Returns
-    (entries, added, new_generation). Callers serialise (publish's lock)."""
-    current = {key(p) for p in listed_files(sstate_dir)}
+def update(sstate_dir, index_dir, directory="sstate-cache", exclude=()):
+    """Bring the index in index_dir up to date with sstate_dir, leaving out
+    the paths in exclude (gc's, about to be removed). Returns (entries,
+    added, new_generation). Callers serialise (publish's lock)."""
+    current = {key(p) for p in listed_files(sstate_dir) if p not in exclude}
     head, journal = read_local(index_dir)
     known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
     os.makedirs(index_dir, exist_ok=True)

@@ -13,6 +13,7 @@ import sys
 from equivcache.cli import Parser, UsageError, find_bitbake, layer_dir, run
 from equivcache.server import prodconfig
 from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
+from equivcache.server.gc import DEFAULT_GRACE_DAYS, DEFAULT_KEEP_PUBLISHES, check, gc, parse_size
 from equivcache.server.layout import Layout, check_cache_dir, saved_database
 from equivcache.server.publish import publish
 from equivcache.server.serve import serve
@@ -35,7 +36,11 @@ http, with the hash equivalence server that names them.
                               equivcache.json, index.json
               read endpoint   bitbake-hashserv on TCP, anonymous @read only
               write endpoint  bitbake-hashserv on CACHE_DIR/server/hashserv.sock
-  status    what is up, where, and how big the cache is
+  gc        keep the cache within a bound (size, age): least recently used
+            objects go, with their index entries; their equivalences a
+            grace period later, through hashserv's own gc-mark/gc-sweep
+  check     is every index entry's file there, every object's equivalence?
+  status    what is up, where, and how big the cache is (against gc's bound)
   config    print an nginx site (--nginx) or systemd units (--systemd)
 """
 
@@ -48,7 +53,8 @@ and on each consumer, in its build directory:
 
 bitbake-hashserv comes from poky: source oe-init-build-env first, or set
 BITBAKEDIR or POKY_DIR, or pass --bitbake. Exit status: 0 success, 1 failure,
-2 bad usage (nothing changed), 3 (status) not being served.
+2 bad usage (nothing changed), 3 (status) not being served; (gc, check)
+1 also when the check finds a fault.
 """
 
 
@@ -115,6 +121,40 @@ def make_parser():
                    "descriptor (default: the --bind address, or this machine's name if that is a wildcard)")
     add_database(p)
 
+    p = sub.add_parser("gc", help="keep the cache within a bound", formatter_class=formatter,
+                       description="Remove the least recently used sstate objects (each with its .siginfo, .sig "
+                       "and signature data) until the cache is within --max-size, and those unused for "
+                       "--older-than days. Used means published, or downloaded from the mirror (serve records "
+                       "it; for nginx see the README). index.json and sstate-index/ are rewritten without them "
+                       "before a file goes; a download under way completes. Equivalences stay while an object "
+                       "under their unihash is there and --grace-days after, then go through hashserv's "
+                       "gc-mark/gc-sweep (SQLite and PostgreSQL alike; never clean-unused). Safe while serve "
+                       "runs, against a publish (they take turns) and if killed at any moment. The bound is "
+                       "remembered: later runs (the systemd timer of `config --systemd`) need no option.",
+                       epilog="examples:\n  %(p)s gc --max-size 500G --dry-run /srv/yocto-cache\n"
+                       "  %(p)s gc --max-size 500G --older-than 60 /srv/yocto-cache\n"
+                       "  %(p)s gc /srv/yocto-cache          (the remembered bound)" % {"p": PROG})
+    p.set_defaults(func=cmd_gc)
+    p.add_argument("cache_dir", metavar="CACHE_DIR")
+    p.add_argument("--max-size", type=size, metavar="SIZE", help="evict the least recently used until sstate-cache/ "
+                   "and siginfo/ hold at most SIZE (500G, 1.5T, 800M; powers of 1024)")
+    p.add_argument("--older-than", type=days, metavar="DAYS", help="evict what was not used for DAYS days")
+    p.add_argument("--grace-days", type=days, metavar="DAYS", help="keep an evicted object's equivalences this "
+                   "long, so that it comes back under the same name when rebuilt (default: %d)" % DEFAULT_GRACE_DAYS)
+    p.add_argument("--keep-publishes", type=int, metavar="N", help="never evict what the last N publishes brought "
+                   "or found present (default: %d; 0: no protection)" % DEFAULT_KEEP_PUBLISHES)
+    p.add_argument("-n", "--dry-run", action="store_true", help="say what would go and how much it frees; "
+                   "change nothing")
+    add_database(p)
+
+    p = sub.add_parser("check", help="check the cache's consistency",
+                       description="Every entry of index.json and sstate-index/ has its file, and every sstate "
+                       "object's unihash has its equivalence in the database. Exit status 0 if so, 1 otherwise "
+                       "(one line per fault).")
+    p.set_defaults(func=cmd_check)
+    p.add_argument("cache_dir", metavar="CACHE_DIR")
+    add_database(p)
+
     p = sub.add_parser("status", help="say what is up, where, and how big the cache is",
                        description="Exit status 0 if everything is up, 3 if the cache is not being served, "
                        "1 if a part is down.")
@@ -137,6 +177,23 @@ def make_parser():
     p.add_argument("--public-host", default="_", metavar="HOST", help="(nginx) server_name")
     p.add_argument("--user", default="equivcache", help="(systemd) the user the services run as")
     return parser
+
+
+def size(text):
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def days(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of days" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("%s days: not a duration" % text)
+    return value
 
 
 def add_database(p):
@@ -207,6 +264,27 @@ def cmd_publish(args):
     setup_logging(args)
     return publish(layout, bitbake, os.path.abspath(args.builddir), args.sstate_dir, args.downloads_dir,
                    args.hashserv_db, args.database, password, stamps_dirs=args.stamps_dir)
+
+
+def existing_cache(args):
+    """(bitbake, database password, layout) for the subcommands on an existing cache."""
+    if not os.path.isdir(os.path.join(args.cache_dir, "sstate-cache")):
+        raise UsageError("%s is not a cache directory (no sstate-cache/; publish a build into it first)"
+                         % args.cache_dir)
+    return writable_cache(args)
+
+
+def cmd_gc(args):
+    bitbake, password, layout = existing_cache(args)
+    if args.keep_publishes is not None and args.keep_publishes < 0:
+        raise UsageError("--keep-publishes %d: not a count" % args.keep_publishes)
+    return gc(layout, bitbake, args.max_size, args.older_than, args.grace_days, args.keep_publishes,
+              args.dry_run, args.database, password)
+
+
+def cmd_check(args):
+    bitbake, password, layout = existing_cache(args)
+    return check(layout, bitbake, args.database, password)
 
 
 def cmd_serve(args):

@@ -7,6 +7,7 @@
 # bitbake directory the script found.
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -80,6 +81,15 @@ def tcp_address(host, port):
     return ("[%s]:%d" % (host, port)) if ":" in host else ("%s:%d" % (host, port))
 
 
+def _stop_with_parent():
+    """In the child: SIGTERM when our process dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG), so that no private endpoint outlives a killed gc or publish."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 class HashServ:
     """One real bitbake-hashserv process, its output relayed to our log."""
 
@@ -100,7 +110,8 @@ class HashServ:
         self.output = []
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, errors="replace",
-                                        start_new_session=True, cwd=cwd)   # bb writes pyshtables.py there
+                                        start_new_session=True, cwd=cwd,   # bb writes pyshtables.py there
+                                        preexec_fn=_stop_with_parent)
         self.relay = threading.Thread(target=self._relay, daemon=True)
         self.relay.start()
 

@@ -15,6 +15,8 @@
 #   <cache>/server/            private, mode 0700: server.json, admin.json
 #                              (mode 0600), the write socket, state.json, serve.log
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -61,6 +63,20 @@ class Layout:
             os.makedirs(path, exist_ok=True)
         os.makedirs(self.private, mode=0o700, exist_ok=True)
         os.chmod(self.private, 0o700)
+
+
+@contextlib.contextmanager
+def taking_turns(layout, out=None):
+    """publish and gc, one at a time (server/publish.lock; released if the holder dies)."""
+    with open(layout.publish_lock, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if out is not None:
+                out.write("waiting for the publish or gc under way in %s to finish\n" % layout.root)
+                out.flush()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def load_json(path, default=None):

@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import socket
+import time
 import urllib.parse
 
 from equivcache.server.layout import PUBLIC
@@ -131,6 +132,17 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
                     self.connection.sendfile(f, start, length)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
+                    return
+                self.used(path, st)
+
+    def used(self, path, st):
+        """A download is a use (gc evicts the least recently used): atime now, mtime kept."""
+        if path.startswith(self.server.root + os.sep + "sstate-cache" + os.sep) or \
+                path.startswith(self.server.root + os.sep + "siginfo" + os.sep):
+            try:
+                os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
+            except OSError:   # removed by gc meanwhile, or not ours to change
+                pass
 
 
 class MirrorServer(http.server.ThreadingHTTPServer):

@@ -6,11 +6,11 @@
 # build directory: its downloads and the build configuration banner.
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
 import sys
+import time
 
 from equivcache import descriptor as desc
 from equivcache import names, sstateindex
@@ -20,7 +20,8 @@ from equivcache.cli import Progress, UsageError
 from equivcache.formatting import human
 from equivcache.server.database import merge_database, read_producer_database
 from equivcache.server.endpoints import import_hashserv, write_endpoint
-from equivcache.server.layout import server_config, write_descriptor
+from equivcache.server.gc import note_published
+from equivcache.server.layout import server_config, taking_turns, write_descriptor
 
 
 # Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
@@ -102,13 +103,17 @@ def newest_build_configuration(builddir):
 def copy_tree(files, source, target, what):
     """Copy (relative path, size) files that target lacks (or has with
     another size): to a temporary name, then renamed, so that the mirror
-    never serves a partial file. Returns (copied, bytes, present)."""
+    never serves a partial file. Every file published, copied or already
+    there, gets the time of now as mtime and atime: gc's "published" and
+    "used". Returns (copied, bytes, present)."""
     copied = size = present = 0
     progress = Progress(what, len(files))
+    now = time.time()
     for rel, length in files:
         dest = os.path.join(target, rel)
         try:
             if os.path.getsize(dest) == length:
+                os.utime(dest, (now, now))
                 present += 1
                 progress.step()
                 continue
@@ -119,6 +124,7 @@ def copy_tree(files, source, target, what):
         try:
             shutil.copy2(os.path.join(source, rel), tmp)
             os.chmod(tmp, 0o644)
+            os.utime(tmp, (now, now))
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):
@@ -154,8 +160,8 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
     config = server_config(layout, database)
     hashserv = import_hashserv(bitbake, layout.private)
 
-    with open(layout.publish_lock, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with taking_turns(layout, out):
+        started = time.time()
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
         files = [(rel, size) for rel, size, _ in names.sstate_files(sstate_dir)]
@@ -186,6 +192,7 @@ def publish(layout, bitbake, builddir, sstate_dir=None, downloads_dir=None, hash
                 before = {t: i["rows"] for t, i in client.get_db_usage().items()}
                 counts = merge_database(client, outhashes, unihashes)
                 after = {t: i["rows"] for t, i in client.get_db_usage().items()}
+        note_published(layout, set(unihashes.values()) | {r["taskhash"] for r in outhashes}, started)
         new_out = after.get("outhashes_v2", 0) - before.get("outhashes_v2", 0)
         new_uni = after.get("unihashes_v3", 0) - before.get("unihashes_v3", 0)
         out.write("equivalences: %d output hashes (%d new), %d unihashes (%d new) from %s; %d taken "

@@ -4,12 +4,26 @@
 
 import sys
 
-from equivcache import names, probe
+from equivcache import probe
 from equivcache.formatting import human
 from equivcache.server.database import database_usage, is_sqlite, show_database, sqlite_usage
 from equivcache.server.endpoints import READ_PERMS, loopback_for, socket_alive
-from equivcache.server.layout import load_json, running_state, saved_database
+from equivcache.server.gc import scan
+from equivcache.server.layout import load_json, running_state, saved_config, saved_database
 from equivcache.server.publish import download_files
+
+
+def gc_bound(settings, held):
+    """The gc bound equivcache-server gc remembered, against what sstate-cache/ and siginfo/ hold."""
+    if not settings:
+        return "none (equivcache-server gc --max-size SIZE or --older-than DAYS sets one)"
+    parts = []
+    if settings.get("max_size") is not None:
+        bound = settings["max_size"]
+        parts.append("%s of %s (%d%%)" % (human(held), human(bound), held * 100 // bound if bound else 100))
+    if settings.get("older_than") is not None:
+        parts.append("evicts what is unused for %g days" % settings["older_than"])
+    return "; ".join(parts) + "; equivalences kept %g days after their objects" % settings["grace_days"]
 
 
 def status(layout, bitbake=None, out=sys.stdout):
@@ -48,12 +62,11 @@ def status(layout, bitbake=None, out=sys.stdout):
     if usage:
         line += "  (%s)" % ", ".join("%s %d" % (k, v) for k, v in sorted(usage.items()))
     lines.append(line)
-    objects = sizes = 0
-    for _, size, parsed in names.sstate_files(layout.sstate):
-        if parsed[3] == "object":
-            objects += 1
-            sizes += size
-    lines.append("  %-16s %d objects, %s" % ("sstate-cache", objects, human(sizes)))
+    objects, alone = scan(layout)
+    held = sum(g.size for g in list(objects.values()) + alone)
+    lines.append("  %-16s %d objects, %s with their signature files" % (
+        "sstate-cache", sum(1 for g in objects.values() if g.unihash), human(held)))
+    lines.append("  %-16s %s" % ("gc bound", gc_bound(saved_config(layout).get("gc"), held)))
     files = total = 0
     for _, size in download_files(layout.downloads):
         files += 1
