@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import need_bitbake
+from conftest import POKY_DIR, need_bitbake
 from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, PostgreSQL, free_port, postgres_bindir, wait_for
 
 need_bitbake()
@@ -267,7 +267,10 @@ def test_production_configs(tmp_path):
         assert text in result.stdout
     result = run("config", "--systemd", str(tmp_path / "cache"))
     assert result.returncode == 0, result
-    assert result.stdout.count("[Service]") == 3
+    assert result.stdout.count("[Service]") == 4
+    assert "OnCalendar=daily" in result.stdout and "Type=oneshot" in result.stdout
+    assert "equivcache-server --bitbake %s gc %s\n" % (os.path.join(POKY_DIR, "bitbake"), tmp_path / "cache") \
+        in result.stdout, result.stdout
     assert "--anon-perms @read --log WARNING --admin-user admin" in result.stdout
     assert "--bind unix://%s/server/hashserv.sock" % (tmp_path / "cache") in result.stdout
     assert "EnvironmentFile=%s/server/admin.env" % (tmp_path / "cache") in result.stdout

@@ -41,7 +41,8 @@ http, with the hash equivalence server that names them.
             grace period later, through hashserv's own gc-mark/gc-sweep
   check     is every index entry's file there, every object's equivalence?
   status    what is up, where, and how big the cache is (against gc's bound)
-  config    print an nginx site (--nginx) or systemd units (--systemd)
+  config    print an nginx site (--nginx) or systemd units (--systemd,
+            with a daily timer for gc)
 """
 
 EPILOG = """\
@@ -163,14 +164,14 @@ def make_parser():
 
     p = sub.add_parser("config", help="print production configurations", formatter_class=formatter,
                        description="Print a ready nginx site for the mirror (--nginx) or systemd units for "
-                       "each part (--systemd), with serve's safe defaults.",
+                       "each part with a daily gc timer (--systemd), with serve's safe defaults.",
                        epilog="example: %s config --nginx --public-host cache.example.com /srv/yocto-cache" % PROG)
     p.set_defaults(func=cmd_config)
     p.add_argument("cache_dir", metavar="CACHE_DIR")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--nginx", action="store_true", help="an nginx site serving the mirror")
     what.add_argument("--systemd", action="store_true", help="systemd units for the hashserv endpoints, "
-                      "and one for the whole server")
+                      "one for the whole server, and a daily timer for gc")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS", help="address to listen on (default: every one)")
     p.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT, help="mirror port")
     p.add_argument("--hashserv-port", type=port, default=DEFAULT_HASHSERV_PORT, help="read endpoint port")
@@ -240,6 +241,7 @@ def cmd_config(args):
                                             args.hashserv_port, database))
         sys.stdout.write("\n" + prodconfig.systemd_all(root, SCRIPT, sys.executable, args.user, args.bind,
                                                        args.http_port, args.hashserv_port))
+        sys.stdout.write("\n" + prodconfig.systemd_gc(root, SCRIPT, sys.executable, args.user, bitbake))
     return 0
 
 

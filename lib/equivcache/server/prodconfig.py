@@ -102,3 +102,45 @@ def systemd_all(cache, script, python, user, bind, http_port, hashserv_port):
         "instead of the units above and nginx", cache=cache, after="", user=user, env="",
         command="%s %s serve --bind %s --http-port %d --hashserv-port %d %s" % (
             python, script, bind, http_port, hashserv_port, cache))
+
+
+GC = """\
+### /etc/systemd/system/equivcache-gc.service
+# equivcache-server gc of the meta-equivcache cache {cache}, within the bound
+# the last `equivcache-server gc --max-size SIZE / --older-than DAYS` remembered
+# (printed by: equivcache-server config --systemd). Set the bound once by hand.
+[Unit]
+Description=meta-equivcache gc of {cache}
+
+[Service]
+Type=oneshot
+User={user}
+Group={user}
+WorkingDirectory={cache}/server
+ExecStart={python} {script} --bitbake {bitbake} gc {cache}
+Nice=10
+IOSchedulingClass=idle
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+ReadWritePaths={cache}
+PrivateTmp=yes
+
+### /etc/systemd/system/equivcache-gc.timer
+[Unit]
+Description=daily meta-equivcache gc of {cache}
+
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=1h
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+# systemctl daemon-reload && systemctl enable --now equivcache-gc.timer
+"""
+
+
+def systemd_gc(cache, script, python, user, bitbake):
+    """A oneshot gc service and the daily timer that starts it."""
+    return GC.format(cache=cache, script=script, python=python, user=user, bitbake=bitbake)
