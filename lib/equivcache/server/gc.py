@@ -43,7 +43,7 @@ from equivcache.cli import Failure, Progress, UsageError
 from equivcache.files import write_json
 from equivcache.formatting import human, utc_iso
 from equivcache.server.endpoints import import_hashserv, write_endpoint
-from equivcache.server.layout import load_json, saved_config, server_config, taking_turns, write_descriptor
+from equivcache.server.layout import load_json, save_config, saved_config, server_config, taking_turns, write_descriptor
 
 DAY = 86400
 DEFAULT_GRACE_DAYS = 30
@@ -227,13 +227,14 @@ def mark_and_sweep(client, unihashes):
     transaction. Returns (marked rows, swept rows)."""
     mark = "equivcache-gc-" + secrets.token_hex(8)
     client.gc_mark(mark, {})   # starts the mark
+    checkpoint("mark", 1)
     marked = 0
     progress = Progress("marking equivalences", len(unihashes))
     ordered = sorted(unihashes)
     stream = getattr(client, "gc_mark_stream", None)
     for start in range(0, len(ordered), MARK_BATCH):
         batch = ordered[start:start + MARK_BATCH]
-        checkpoint("mark", start // MARK_BATCH + 1)
+        checkpoint("mark", start // MARK_BATCH + 2)
         if stream is not None:
             marked += stream(mark, ["unihash %s" % u for u in batch])["count"]
         else:
@@ -261,7 +262,7 @@ def bound_settings(layout, max_size, older_than, grace_days, keep_publishes, sav
     if save:
         config = server_config(layout)
         config["gc"] = settings
-        write_json(layout.config, config, 0o600)
+        save_config(layout, config)
     return settings
 
 
@@ -283,10 +284,12 @@ def gc(layout, bitbake, max_size=None, older_than=None, grace_days=None, keep_pu
         bound = "bound %s" % human(settings["max_size"]) if settings["max_size"] is not None else "no size bound"
         if settings["older_than"] is not None:
             bound += ", unused for %g days" % settings["older_than"]
-        out.write("gc: %s%d of %d objects (%s of %s) and %d signature files go, %s; %d protected (the last %d "
-                  "publish%s)\n" % ("would remove: " if dry_run else "", len(gone), present, human(freed),
-                                    human(total), len(evicted) - len(gone), bound, protected,
-                                    settings["keep_publishes"], "" if settings["keep_publishes"] == 1 else "es"))
+        keep_publishes = settings["keep_publishes"]
+        out.write("gc: %s%d of %d objects (%s of %s) and %d signature files go, %s; %s\n" % (
+            "would remove: " if dry_run else "", len(gone), present, human(freed), human(total),
+            len(evicted) - len(gone), bound, "%d protected (the last %s)" % (
+                protected, "publish" if keep_publishes == 1 else "%d publishes" % keep_publishes)
+            if keep_publishes else "no protection of the last publishes"))
         if settings["max_size"] is not None and total - freed > settings["max_size"]:
             out.write("gc: still %s over the bound: the rest is protected\n"
                       % human(total - freed - settings["max_size"]))

@@ -124,8 +124,15 @@ def server_config(layout, database=None):
         raise UsageError("cache %s uses the database %s, not %s; a cache keeps one database"
                          % (layout.root, show_database(current), show_database(database)))
     config["database"] = database or current
-    files.write_json(layout.config, config, 0o600)
+    save_config(layout, config)
     return config
+
+
+def save_config(layout, config):
+    """Write server.json. The default database (SQLite in the cache) is not
+    named: a cache directory moved or copied keeps using its own."""
+    files.write_json(layout.config, {k: v for k, v in config.items()
+                                     if not (k == "database" and v == layout.database)}, 0o600)
 
 
 def admin_credentials(layout):

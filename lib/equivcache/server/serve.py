@@ -16,7 +16,7 @@ from equivcache.formatting import utc_iso
 from equivcache.server.database import show_database
 from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, READ_PERMS, WRITE_PERMS, HashServ,
                                          check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
-from equivcache.server.layout import PUBLIC, admin_credentials, load_json, server_config, write_descriptor
+from equivcache.server.layout import PUBLIC, admin_credentials, load_json, save_config, server_config, write_descriptor
 from equivcache.server.mirrorhttp import MirrorServer
 
 logger = logging.getLogger("equivcache.server")
@@ -44,7 +44,7 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         public_host = bind if loopback_for(bind) == bind else socket.getfqdn()
     public = [tcp_address(public_host, hashserv_port)]
     config["hashserv"] = public
-    files.write_json(layout.config, config, 0o600)
+    save_config(layout, config)
     admin = admin_credentials(layout)
     level = "INFO" if verbose else "WARNING"
     hashserv = import_hashserv(bitbake, layout.private)

@@ -6,10 +6,30 @@
 #   oe-selftest -r equivcache_server
 
 import os
+import shutil
+import time
 
 from oeqa.core.decorator import OETestTag
-from oeqa.selftest.cases.equivcache_base import ProducerTestCase
-from oeqa.utils.equivcache import PostgreSQL, database_rows, executed_tasks, warnings
+from oeqa.selftest.cases.equivcache_base import CHAIN, SERVER, ProducerTestCase
+from oeqa.utils.commands import runCmd
+from oeqa.utils.equivcache import PostgreSQL, database_rows, executed_tasks, sstate_summary, warnings
+
+from equivcache.server import gc
+from equivcache.server.layout import Layout
+
+DAY = 86400
+
+
+def age(layout, groups, days):
+    """Make groups (gc.scan's) last used and published `days` ago."""
+    when = time.time() - days * DAY
+    for group in groups:
+        for rel in group.files:
+            os.utime(os.path.join(layout.root, rel), (when, when))
+
+
+def recipe_of(group):
+    return os.path.basename(group.files[0]).split(":")[1]
 
 
 @OETestTag("meta-equivcache")
@@ -67,3 +87,56 @@ class EquivCacheServerTests(ProducerTestCase):
         self.assertIn("equivcache-a-native:do_compile", executed_tasks(output), msg=output)
         after = database_rows(database)
         self.assertGreater(after["outhashes_v2"], before["outhashes_v2"], msg=output)
+
+    def test_gc_by_age_and_size(self):
+        """gc of a real producer's cache: by age (A's objects), by size (C's): a consumer
+        rebuilds only A's and C's tasks, B (A's dependent, kept) comes from the mirror; the
+        equivalences stay for the grace period; SIGKILL at each phase leaves a consistent cache."""
+        cache_dir, server, _ = self.publish_and_serve("cache")
+        layout = Layout(cache_dir)
+        a, b, c = CHAIN
+        objects, alone = gc.scan(layout)
+        groups = list(objects.values()) + alone
+        age(layout, groups, 10)
+        age(layout, [g for g in objects.values() if recipe_of(g) == a], 20)
+        rows = database_rows(layout.database)
+
+        result = runCmd([SERVER, "gc", "--older-than", "15", cache_dir])
+        self.assertRegex(result.output, r"gc: [1-9]\d* of \d+ objects")
+        objects, alone = gc.scan(layout)
+        self.assertNotIn(a, {recipe_of(g) for g in objects.values()}, msg=result.output)
+        self.assertEqual({b, c}, {recipe_of(g) for g in objects.values()}, msg=result.output)
+        c_groups = [g for g in objects.values() if recipe_of(g) == c]
+        age(layout, c_groups, 12)
+        bound = sum(g.size for g in list(objects.values()) + alone) - sum(g.size for g in c_groups)
+        result = runCmd([SERVER, "gc", "--max-size", str(bound), cache_dir])
+        objects, _ = gc.scan(layout)
+        self.assertEqual({b}, {recipe_of(g) for g in objects.values()}, msg=result.output)
+        self.assertIn("equivalences: none removed yet", result.output)
+        self.assertEqual(database_rows(layout.database), rows, msg="equivalences went before their grace period")
+        self.assertIn("consistent", runCmd([SERVER, "check", cache_dir]).output)
+
+        # A consumer: A's and C's tasks rebuild; B, a kept dependent of A, comes from the mirror.
+        self.configure_client(server.url)
+        self.consumer("", inherit=False)
+        output = self.build()
+        ran = executed_tasks(output)
+        self.assertEqual({t.split(":")[0] for t in ran if not t.endswith("_setscene")}, {a, c}, msg=output)
+        self.assertIn(b + ":do_populate_sysroot_setscene", ran, msg=output)
+        summary = sstate_summary(output)
+        self.assertEqual(summary["mirror"], summary["wanted"] - summary["missed"], msg=output)
+        self.assertGreater(summary["mirror"], 0, msg=output)
+
+        # SIGKILL at every phase (a copy, grace period 0: the sweep runs), a check after each.
+        copy = os.path.join(self.workdir, "cache-copy")
+        shutil.copytree(cache_dir, copy, ignore=shutil.ignore_patterns("*.sock", "state.json"))
+        for phase in ("plan:1", "ledger:1", "index:1", "delete:1", "mark:1", "sweep:1", None):
+            env = dict(os.environ, **({gc.KILL_HOOK: phase} if phase else {}))
+            result = runCmd([SERVER, "gc", "--max-size", "0", "--keep-publishes", "0", "--grace-days", "0", copy],
+                            env=env, ignore_status=True)
+            self.assertEqual(result.status, -9 if phase else 0, msg="%s: %s" % (phase, result.output))
+            check = runCmd([SERVER, "check", copy], ignore_status=True)
+            self.assertEqual(check.status, 0, msg="after SIGKILL at %s: %s" % (phase, check.output))
+        self.assertEqual(gc.scan(Layout(copy))[0], {})
+        self.assertEqual(database_rows(os.path.join(copy, "hashserv.db"))["unihashes_v3"], 0)
+        self.assertEqual(database_rows(layout.database), rows, msg="gc of a copy changed the original's database")
