@@ -141,11 +141,12 @@ class Ledger:
     """server/gc-ledger.db: unihash -> when an object under it was last seen
     in the cache (or published with it); when the ledger was started."""
 
-    def __init__(self, path):
+    def __init__(self, path, now=None):
         self.db = sqlite3.connect(path)
         self.db.execute("CREATE TABLE IF NOT EXISTS seen (unihash TEXT PRIMARY KEY, time REAL NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('started', ?)", (repr(time.time()),))
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('started', ?)",
+                        (repr(time.time() if now is None else now),))
         self.db.commit()
 
     @property
@@ -299,7 +300,7 @@ def gc(layout, bitbake, max_size=None, older_than=None, grace_days=None, keep_pu
             return 0
         checkpoint("plan", 1)
 
-        ledger = Ledger(ledger_path(layout))
+        ledger = Ledger(ledger_path(layout), now)
         try:
             ledger.saw({g.unihash for g in objects.values() if g.unihash}, now)
             checkpoint("ledger", 1)
