@@ -6,6 +6,7 @@
 
 import os
 import re
+import stat
 
 
 # The suffixes of an sstate object, of its signature data and of its signature.
@@ -38,19 +39,26 @@ def parse_sstate_name(relpath):
 def _named_files(root, parse):
     """(relative path, size, parse(relative path)) of every regular file
     under root whose name parse() understands (it returns None for others)."""
+    for rel, st, parsed in named_stats(root, parse):
+        yield rel, st.st_size, parsed
+
+
+def named_stats(root, parse):
+    """_named_files() with each file's os.stat() result instead of its size."""
     for top, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(top, name)
             rel = os.path.relpath(path, root)
             parsed = parse(rel)
-            if parsed is None or os.path.islink(path):
+            if parsed is None:
                 continue
             try:
-                size = os.stat(path).st_size
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue
-            yield rel, size, parsed
+            if stat.S_ISREG(st.st_mode):   # no symbolic link
+                yield rel, st, parsed
 
 
 def sstate_files(sstate_dir):

@@ -29,6 +29,7 @@
 # siginfo/ holds for the same recipe, task and unihash; signature data of
 # tasks without an object form groups of their own.
 
+import asyncio
 import contextlib
 import os
 import re
@@ -50,6 +51,7 @@ DEFAULT_GRACE_DAYS = 30
 DEFAULT_KEEP_PUBLISHES = 1
 PUBLISHES_KEPT = 20
 MARK_BATCH = 1000
+MARK_CONNECTIONS = 8
 # Test hook: "PHASE:N" makes gc kill itself with SIGKILL at step N of PHASE.
 KILL_HOOK = "EQUIVCACHE_GC_TEST_KILL"
 
@@ -86,19 +88,10 @@ class Group:
         self.published = max(self.published, st.st_mtime)
 
 
-def _stat_files(root, walk):
-    for rel, _, parsed in walk(root):
-        try:
-            st = os.stat(os.path.join(root, rel))
-        except FileNotFoundError:
-            continue
-        yield rel, st, parsed
-
-
 def scan(layout):
     """The cache's groups: ({stem: object group}, [signature-only groups])."""
     objects = {}
-    for rel, st, (_, _, unihash, kind) in _stat_files(layout.sstate, names.sstate_files):
+    for rel, st, (_, _, unihash, kind) in names.named_stats(layout.sstate, names.parse_sstate_name):
         stem = rel[:-len("." + kind)] if kind != "object" else rel
         group = objects.setdefault(stem, Group(unihash if kind == "object" else None))
         if kind == "object":
@@ -109,7 +102,7 @@ def scan(layout):
         recipe, task, unihash, _ = names.parse_sstate_name(stem)
         by_task[(recipe, task, unihash)] = group
     alone = []
-    for rel, st, key in _stat_files(layout.siginfo, names.sigdata_files):
+    for rel, st, key in names.named_stats(layout.siginfo, names.parse_sigdata_name):
         group = by_task.get(key)
         if group is None:
             group = Group(None)
@@ -222,29 +215,46 @@ def delete(layout, evicted):
             directory = os.path.dirname(directory)
 
 
-def mark_and_sweep(client, unihashes):
+def mark_and_sweep(hashserv, address, unihashes):
     """hashserv's gc under a mark of its own: mark the rows of `unihashes`
     (rows reported meanwhile are kept too), then sweep the others in one
     transaction. Returns (marked rows, swept rows)."""
+    return asyncio.run(_mark_and_sweep(hashserv, address, sorted(unihashes)))
+
+
+async def _mark_and_sweep(hashserv, address, unihashes):
     mark = "equivcache-gc-" + secrets.token_hex(8)
-    client.gc_mark(mark, {})   # starts the mark
-    checkpoint("mark", 1)
-    marked = 0
-    progress = Progress("marking equivalences", len(unihashes))
-    ordered = sorted(unihashes)
-    stream = getattr(client, "gc_mark_stream", None)
-    for start in range(0, len(ordered), MARK_BATCH):
-        batch = ordered[start:start + MARK_BATCH]
-        checkpoint("mark", start // MARK_BATCH + 2)
-        if stream is not None:
-            marked += stream(mark, ["unihash %s" % u for u in batch])["count"]
-        else:
-            for unihash in batch:
-                marked += client.gc_mark(mark, {"unihash": unihash})["count"]
-        progress.step(len(batch))
-    progress.close()
-    checkpoint("sweep", 1)
-    return marked, client.gc_sweep(mark)["count"]
+    clients = [await hashserv.create_async_client(address)]
+    try:
+        await clients[0].gc_mark(mark, {})   # starts the mark
+        checkpoint("mark", 1)
+        marked = 0
+        progress = Progress("marking equivalences", len(unihashes))
+        stream = hasattr(clients[0], "gc_mark_stream")   # bitbake 2.12 and later
+        if not stream:   # one request per unihash: several connections at once
+            clients += [await hashserv.create_async_client(address) for _ in range(MARK_CONNECTIONS - 1)]
+
+        async def mark_each(client, pending):
+            count = 0
+            for unihash in pending:
+                count += (await client.gc_mark(mark, {"unihash": unihash}))["count"]
+            return count
+
+        for n, start in enumerate(range(0, len(unihashes), MARK_BATCH)):
+            batch = unihashes[start:start + MARK_BATCH]
+            checkpoint("mark", n + 2)
+            if stream:
+                marked += (await clients[0].gc_mark_stream(mark, ["unihash " + u for u in batch]))["count"]
+            else:
+                pending = iter(batch)
+                marked += sum(await asyncio.gather(*(mark_each(c, pending) for c in clients)))
+            progress.step(len(batch))
+        progress.close()
+        checkpoint("sweep", 1)
+        return marked, (await clients[0].gc_sweep(mark))["count"]
+    finally:
+        for client in clients:
+            await client.close()
 
 
 def bound_settings(layout, max_size, older_than, grace_days, keep_publishes, save):
@@ -320,8 +330,7 @@ def gc(layout, bitbake, max_size=None, older_than=None, grace_days=None, keep_pu
             config = server_config(layout, database)
             hashserv = import_hashserv(bitbake, layout.private)
             with write_endpoint(layout, bitbake, hashserv, config["database"], db_password) as address:
-                with contextlib.closing(hashserv.create_client(address)) as client:
-                    marked, swept = mark_and_sweep(client, keep)
+                marked, swept = mark_and_sweep(hashserv, address, keep)
             out.write("gc: equivalences: %d rows kept (%d unihashes: objects present, or seen within %g days), "
                       "%d removed\n" % (marked, len(keep), settings["grace_days"], swept))
         out.write("gc: %d objects, %s kept\n" % (present - len(gone), human(total - freed)))
