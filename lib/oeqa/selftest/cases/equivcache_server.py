@@ -126,6 +126,8 @@ class EquivCacheServerTests(ProducerTestCase):
         summary = sstate_summary(output)
         self.assertEqual(summary["mirror"], summary["wanted"] - summary["missed"], msg=output)
         self.assertGreater(summary["mirror"], 0, msg=output)
+        misses = {m["recipe"] for m in self.build_report()["misses"]["tasks"]}
+        self.assertEqual(misses, {a, c}, msg="only the evicted objects miss:\n%s" % output)
 
         # SIGKILL at every phase (a copy, grace period 0: the sweep runs), a check after each.
         copy = os.path.join(self.workdir, "cache-copy")
