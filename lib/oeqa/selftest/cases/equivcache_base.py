@@ -49,6 +49,11 @@ def fresh_bitbake_server(builddir):
     cost a second of start-up)."""
     if not buildlock.server_running(builddir):
         return
+    try:   # a server done with its command exits by itself, at once when woken
+        buildlock.wait_for_server_exit(builddir, deadline=3)
+        return
+    except TimeoutError:
+        pass
     runCmd("bitbake -m", ignore_status=True)
     try:
         buildlock.wait_for_server_exit(builddir)
