@@ -13,9 +13,13 @@ import pytest
 LAYERDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(LAYERDIR, "lib"))
 
-from oeqa.utils.equivcache import add_bitbake_to_path, poky_dir  # noqa: E402
+from oeqa.utils.equivcache import add_bitbake_to_path, poky_dir, postgres_bindir  # noqa: E402
 
 POKY_DIR = poky_dir()
+
+# A real PostgreSQL server for a test: initdb refuses root.
+needs_postgresql = pytest.mark.skipif(postgres_bindir() is None or os.getuid() == 0,
+                                      reason="needs Debian's postgresql package, and a user other than root (initdb)")
 
 
 def need_bitbake():

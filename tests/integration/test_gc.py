@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from conftest import need_bitbake
-from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, postgres_bindir, wait_for
+from conftest import need_bitbake, needs_postgresql
+from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, wait_for
 
 need_bitbake()
 
@@ -237,8 +237,7 @@ def test_publish_turns_and_download_under_way(cache):
         assert server.stop() == 0
 
 
-@pytest.mark.skipif(postgres_bindir() is None or os.getuid() == 0,
-                    reason="needs Debian's postgresql package, and a user other than root (initdb)")
+@needs_postgresql
 def test_gc_postgresql(tmp_path):
     postgres = PostgreSQL(str(tmp_path / "pg"))
     try:

@@ -18,8 +18,8 @@ import urllib.request
 
 import pytest
 
-from conftest import POKY_DIR, need_bitbake
-from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, PostgreSQL, free_port, postgres_bindir, wait_for
+from conftest import POKY_DIR, need_bitbake, needs_postgresql
+from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, PostgreSQL, free_port, wait_for
 
 need_bitbake()
 
@@ -226,8 +226,7 @@ def test_publish_twice_and_while_serving(tmp_path):
         assert server.stop() == 0
 
 
-@pytest.mark.skipif(postgres_bindir() is None or os.getuid() == 0,
-                    reason="needs Debian's postgresql package, and a user other than root (initdb)")
+@needs_postgresql
 def test_postgresql_backend(tmp_path):
     postgres = PostgreSQL(str(tmp_path / "pg"))
     try:
