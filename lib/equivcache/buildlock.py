@@ -25,8 +25,8 @@ def wait_for_server_exit(builddir, deadline=60):
     """Wait until no bitbake server holds `builddir`'s bitbake.lock. A
     bitbake command started while the previous server is still shutting
     down reconnects to it ("Reconnecting to bitbake server") and keeps its
-    state, the auto hash equivalence server included. TimeoutError past
-    `deadline` seconds."""
+    state, the auto hash equivalence server included. A server waiting to
+    exit is woken first (wake()). TimeoutError past `deadline` seconds."""
     end = time.monotonic() + deadline
     if server_running(builddir):
         wake(builddir)

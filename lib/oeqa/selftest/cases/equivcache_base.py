@@ -45,11 +45,12 @@ def fresh_bitbake_server(builddir):
     """Stop any bitbake server of this build directory and wait until it is
     gone: a cooker keeps the auto hash equivalence server it started first,
     so a new BB_HASHSERVE_UPSTREAM or PERSISTENT_DIR would be ignored.
-    With no server running there is nothing to stop (and `bitbake -m` would
-    cost a second of start-up)."""
+    A server done with its command exits by itself, sooner when woken
+    (buildlock.wait_for_server_exit); only one that stays (BB_SERVER_TIMEOUT)
+    is stopped with `bitbake -m`, which costs a bitbake start-up."""
     if not buildlock.server_running(builddir):
         return
-    try:   # a server done with its command exits by itself, at once when woken
+    try:
         buildlock.wait_for_server_exit(builddir, deadline=3)
         return
     except TimeoutError:
