@@ -13,7 +13,7 @@ import pytest
 from equivcache import files
 from equivcache.names import nativelsbstrings, parse_sigdata_name, parse_sstate_name
 from equivcache.index import build as build_index
-from equivcache.server import publish
+from equivcache.server import producer, publish
 
 H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
 
@@ -92,7 +92,7 @@ def test_download_files_skip_fetcher_state(tmp_path):
     for name in ("zlib-1.3.1.tar.xz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "git2/github.com.x.y/HEAD",
                  "zlib-1.3.1.tar.xz.done", "zlib-1.3.1.tar.xz.lock", "git2_github.com.x.y.tar.gz", ".hidden"):
         touch(os.path.join(dl, name))
-    assert sorted(rel for rel, _ in publish.download_files(dl)) == [
+    assert sorted(rel for rel, _ in producer.download_files(dl)) == [
         "git2_github.com.x.y.tar.gz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "zlib-1.3.1.tar.xz"]
 
 
@@ -148,9 +148,9 @@ def test_newest_build_configuration(tmp_path):
     touch(str(old), COOKER_LOG.replace("qemux86-64", "qemuarm").encode())
     touch(str(new), COOKER_LOG.encode())
     os.utime(old, (1, 1))
-    values, layers, path = publish.newest_build_configuration(str(tmp_path))
+    values, layers, path = publish.newest_build_configuration([str(tmp_path / "tmp"), str(tmp_path / "tmp-glibc")])
     assert values["MACHINE"] == "qemux86-64" and path == str(new)
-    assert publish.newest_build_configuration(str(tmp_path / "nothing")) is None
+    assert publish.newest_build_configuration([str(tmp_path / "nothing")]) is None
 
 
 def test_write_atomic_leaves_no_temporary(tmp_path):

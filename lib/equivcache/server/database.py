@@ -69,8 +69,9 @@ def merge_database(client, outhashes, unihashes):
     endpoint, the way builds report them: an entry already present is left
     alone (no duplicate), an output the server already knows keeps the
     server's unihash (the objects for it are in the cache), nothing is lost.
-    Returns counts."""
-    counts = {"outhashes": len(outhashes), "unihashes": len(unihashes), "remapped": 0}
+    Returns counts, and "superseded": the producer's unihashes the server
+    answered with another one (their objects are named by no equivalence)."""
+    counts = {"outhashes": len(outhashes), "unihashes": len(unihashes), "remapped": 0, "superseded": set()}
     reported = set()
     progress = Progress("merging equivalences", len(outhashes) + len(unihashes))
     for row in outhashes:
@@ -80,6 +81,7 @@ def merge_database(client, outhashes, unihashes):
         answer = client.report_unihash(row["taskhash"], row["method"], row["outhash"], unihash, extra)
         if key not in reported and answer["unihash"] != unihash:
             counts["remapped"] += 1
+            counts["superseded"].add(unihash)
         reported.add(key)
         progress.step()
     for (method, taskhash), unihash in unihashes.items():
@@ -87,6 +89,7 @@ def merge_database(client, outhashes, unihashes):
             answer = client.report_unihash_equiv(taskhash, method, unihash)
             if answer and answer.get("unihash") != unihash:
                 counts["remapped"] += 1
+                counts["superseded"].add(unihash)
         progress.step()
     progress.close()
     return counts

@@ -39,12 +39,12 @@ import sqlite3
 import sys
 import time
 
-from equivcache import index, names, sstateindex
+from equivcache import names, sstateindex
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.files import write_json
 from equivcache.formatting import human, utc_iso
 from equivcache.server.endpoints import import_hashserv, write_endpoint
-from equivcache.server.layout import load_json, save_config, saved_config, server_config, taking_turns, write_descriptor
+from equivcache.server.layout import load_json, save_config, saved_config, server_config, write_descriptor
 
 DAY = 86400
 DEFAULT_GRACE_DAYS = 30
@@ -183,14 +183,11 @@ def protect_since(layout, keep_publishes):
     return sorted(history)[-min(keep_publishes, len(history))]
 
 
-def rewrite_indexes(layout, evicted):
+def rewrite_indexes(cache, evicted):
     """index.json and a new sstate-index generation, without `evicted`."""
     gone_sstate = {f[len("sstate-cache/"):] for g in evicted for f in g.files if f.startswith("sstate-cache/")}
     gone_sig = {f[len("siginfo/"):] for g in evicted for f in g.files if f.startswith("siginfo/")}
-    doc = index.build(layout.sstate, siginfo_dir=layout.siginfo, exclude=gone_sstate, exclude_signatures=gone_sig)
-    write_json(layout.index, doc)
-    checkpoint("index", 1)
-    sstateindex.update(layout.sstate, layout.sstate_index, exclude=gone_sstate)
+    cache.write_indexes(gone_sstate, gone_sig, after_index=lambda: checkpoint("index", 1))
 
 
 def delete(layout, evicted):
@@ -277,12 +274,13 @@ def bound_settings(layout, max_size, older_than, grace_days, keep_publishes, sav
     return settings
 
 
-def gc(layout, bitbake, max_size=None, older_than=None, grace_days=None, keep_publishes=None, dry_run=False,
+def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_publishes=None, dry_run=False,
        database=None, db_password=None, out=sys.stdout, now=None):
     """Bring the cache within its bound; return the exit status."""
+    layout = cache.layout
     settings = bound_settings(layout, max_size, older_than, grace_days, keep_publishes, save=not dry_run)
     now = time.time() if now is None else now
-    lock = contextlib.nullcontext() if dry_run else taking_turns(layout, out)
+    lock = contextlib.nullcontext() if dry_run else cache.lock(out)
     with lock:
         objects, alone = scan(layout)
         groups = list(objects.values()) + alone
@@ -314,7 +312,7 @@ def gc(layout, bitbake, max_size=None, older_than=None, grace_days=None, keep_pu
         try:
             ledger.saw({g.unihash for g in objects.values() if g.unihash}, now)
             checkpoint("ledger", 1)
-            rewrite_indexes(layout, evicted)
+            rewrite_indexes(cache, evicted)
             delete(layout, evicted)
             write_descriptor(layout)
             keep = {g.unihash for g in kept if g.unihash} | ledger.since(now - settings["grace_days"] * DAY)
@@ -337,9 +335,10 @@ def gc(layout, bitbake, max_size=None, older_than=None, grace_days=None, keep_pu
     return 0
 
 
-def check(layout, bitbake, database=None, db_password=None, out=sys.stdout):
+def check(cache, bitbake, database=None, db_password=None, out=sys.stdout):
     """What gc and publish keep true: every index entry has its file, every
     object's unihash has its equivalence. 0 if so, 1 with a line per fault."""
+    layout = cache.layout
     faults = []
     doc = load_json(layout.index, {}) or {}
     for obj in doc.get("objects", []):

@@ -12,11 +12,10 @@
 #   <cache>/siginfo/           the signature data of every task the producers
 #                              ran, as STAMPS_DIR has it (served, for equivcache-doctor)
 #   <cache>/hashserv.db        the hash equivalence database (SQLite backend)
-#   <cache>/server/            private, mode 0700: server.json, admin.json
-#                              (mode 0600), the write socket, state.json, serve.log
+#   <cache>/server/            private, mode 0700: server.json, admin.json and
+#                              tokens.json (mode 0600), the write socket, state.json,
+#                              serve.log
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -65,20 +64,6 @@ class Layout:
         os.chmod(self.private, 0o700)
 
 
-@contextlib.contextmanager
-def taking_turns(layout, out=None):
-    """publish and gc, one at a time (server/publish.lock; released if the holder dies)."""
-    with open(layout.publish_lock, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if out is not None:
-                out.write("waiting for the publish or gc under way in %s to finish\n" % layout.root)
-                out.flush()
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def load_json(path, default=None):
     try:
         with open(path) as f:
@@ -99,9 +84,10 @@ def check_cache_dir(path, create):
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent):
             raise UsageError("cannot create cache directory %s: %s does not exist" % (path, parent))
-    layout = Layout(path)
-    layout.create()
-    return layout
+    from equivcache.server.cache import Cache
+    cache = Cache(path)
+    cache.layout.create()
+    return cache
 
 
 def saved_config(layout):

@@ -10,7 +10,7 @@ from equivcache.server.database import database_usage, is_sqlite, show_database,
 from equivcache.server.endpoints import READ_PERMS, loopback_for, socket_alive
 from equivcache.server.gc import scan
 from equivcache.server.layout import load_json, running_state, saved_config, saved_database
-from equivcache.server.publish import download_files
+from equivcache.server.producer import download_files
 
 
 def gc_bound(settings, held):

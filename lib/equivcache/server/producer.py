@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: MIT
+#
+# What publish reads of a producer's build: its SSTATE_DIR, DL_DIR,
+# STAMPS_DIR, TMPDIR and hash equivalence database as bitbake resolves them
+# (local.conf, site.conf, auto.conf, bitbake-setup's trees: bitbake's own
+# configuration parse, through tinfoil, in a child process), and the files
+# of each that a cache takes. No bb import in this process.
+
+import json
+import os
+import subprocess
+import sys
+
+from equivcache import names
+from equivcache.cli import Failure, UsageError
+
+# Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
+# and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
+DOWNLOAD_SKIP_DIRS = ("git2", "gitsm", "svn", "hg", "bzr", "cvs", "repo", "npm2", "crate", "gomod")
+DOWNLOAD_SKIP_SUFFIXES = (".lock", ".done", ".tmp")
+
+VARIABLES = ("TMPDIR", "SSTATE_DIR", "DL_DIR", "STAMPS_DIR", "BB_HASHSERVE_DB_DIR", "PERSISTENT_DIR", "CACHE")
+RESOLVE_TIMEOUT = 300
+
+# Run by the host's python in the build directory: bitbake's configuration
+# parse only (no recipe), the variables as JSON on stdout.
+_RESOLVE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import bb.tinfoil
+with bb.tinfoil.Tinfoil(output=sys.stderr) as tinfoil:
+    tinfoil.logger.setLevel("WARNING")
+    tinfoil.prepare(config_only=True, quiet=2)
+    values = {name: tinfoil.config_data.getVar(name) for name in sys.argv[2:]}
+sys.stdout.write("EQUIVCACHE-VARIABLES " + json.dumps(values) + "\\n")
+"""
+
+
+def download_files(dl_dir):
+    """The files of DL_DIR a mirror serves: (relative path, size)."""
+    for top, dirs, files in os.walk(dl_dir):
+        if top == dl_dir:
+            dirs[:] = [d for d in dirs if d not in DOWNLOAD_SKIP_DIRS]
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(DOWNLOAD_SKIP_SUFFIXES) or name.startswith("."):
+                continue
+            path = os.path.join(top, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            yield os.path.relpath(path, dl_dir), os.path.getsize(path)
+
+
+def bitbake_variables(bitbake, builddir, variables=VARIABLES):
+    """{variable: value} of a build directory's configuration, as bitbake parses it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BB")}
+    env.update(BBPATH=builddir, BUILDDIR=builddir,
+               PATH=os.path.join(bitbake, "bin") + os.pathsep + env.get("PATH", "/usr/bin:/bin"))
+    try:
+        result = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
+                                 "-c", _RESOLVE, os.path.join(bitbake, "lib"), *variables],
+                                cwd=builddir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                errors="replace", timeout=RESOLVE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise Failure("bitbake did not parse the configuration of %s within %d s" % (builddir, RESOLVE_TIMEOUT))
+    for line in result.stdout.splitlines():
+        if line.startswith("EQUIVCACHE-VARIABLES "):
+            return json.loads(line.split(" ", 1)[1])
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line] or lines[-3:]
+    raise UsageError("bitbake cannot read the configuration of %s: %s (pass --sstate-dir, --downloads-dir, "
+                     "--stamps-dir and --hashserv-db instead)" % (builddir, " | ".join(errors) or "no output"))
+
+
+class ProducerPaths:
+    """Where a producer's build keeps what a cache takes."""
+
+    def __init__(self, sstate_dir, downloads_dir, stamps_dirs, hashserv_db, tmpdirs):
+        self.sstate_dir = sstate_dir
+        self.downloads_dir = downloads_dir
+        self.stamps_dirs = stamps_dirs
+        self.hashserv_db = hashserv_db
+        self.tmpdirs = tmpdirs
+
+    def files(self):
+        """(area, [(relative path, size)], source directory, what) of each tree to publish, objects first."""
+        yield "sstate-cache", [(rel, size) for rel, size, _ in names.sstate_files(self.sstate_dir)], \
+            self.sstate_dir, "sstate"
+        if os.path.isdir(self.downloads_dir):
+            yield "downloads", list(download_files(self.downloads_dir)), self.downloads_dir, "downloads"
+        for stamps in self.stamps_dirs:
+            yield "siginfo", [(rel, size) for rel, size, _ in names.sigdata_files(stamps)], stamps, "signatures"
+
+    def say_absent(self, out):
+        if not os.path.isdir(self.downloads_dir):
+            out.write("downloads: none at %s (pass --downloads-dir with the producer's DL_DIR)\n" % self.downloads_dir)
+        if not self.stamps_dirs:
+            out.write("signatures: no STAMPS_DIR found (pass --stamps-dir with the producer's STAMPS_DIR)\n")
+
+
+def producer_paths(bitbake, builddir, sstate_dir=None, downloads_dir=None, stamps_dirs=None, hashserv_db=None,
+                   out=None):
+    """The producer's paths: those given, the others as bitbake resolves them
+    for a build directory (one with conf/local.conf), else the defaults
+    under BUILDDIR (sstate-cache/, downloads/, tmp*/stamps, cache/hashserv.db)."""
+    if not os.path.isdir(builddir):
+        raise UsageError("--from %s: no such build directory" % builddir)
+    builddir = os.path.abspath(builddir)
+    given = [sstate_dir, downloads_dir, stamps_dirs, hashserv_db]
+    tmpdirs = sorted(os.path.join(builddir, n) for n in os.listdir(builddir)
+                     if n.startswith("tmp") and os.path.isdir(os.path.join(builddir, n)))
+    if all(given) or not os.path.isfile(os.path.join(builddir, "conf", "local.conf")):
+        resolved = {}
+    else:
+        resolved = bitbake_variables(bitbake, builddir)
+        if out is not None:
+            out.write("producer: %s: SSTATE_DIR %s, DL_DIR %s, STAMPS_DIR %s (as bitbake resolves them)\n" % (
+                builddir, resolved["SSTATE_DIR"], resolved["DL_DIR"], resolved["STAMPS_DIR"]))
+        tmpdirs = [resolved["TMPDIR"]]
+    sstate_dir = os.path.abspath(sstate_dir or resolved.get("SSTATE_DIR") or os.path.join(builddir, "sstate-cache"))
+    if not os.path.isdir(sstate_dir):
+        raise UsageError("no sstate cache at %s (pass --sstate-dir with the producer's SSTATE_DIR)" % sstate_dir)
+    downloads_dir = os.path.abspath(downloads_dir or resolved.get("DL_DIR") or os.path.join(builddir, "downloads"))
+    dbdir = resolved.get("BB_HASHSERVE_DB_DIR") or resolved.get("PERSISTENT_DIR") or resolved.get("CACHE")
+    hashserv_db = os.path.abspath(hashserv_db or (os.path.join(dbdir, "hashserv.db") if dbdir
+                                                  else os.path.join(builddir, "cache", "hashserv.db")))
+    if stamps_dirs:
+        stamps = [os.path.abspath(p) for p in stamps_dirs]
+        for path in stamps:
+            if not os.path.isdir(path):
+                raise UsageError("--stamps-dir %s: no such directory" % path)
+    elif resolved.get("STAMPS_DIR"):
+        stamps = [resolved["STAMPS_DIR"]] if os.path.isdir(resolved["STAMPS_DIR"]) else []
+    else:
+        stamps = [os.path.join(t, "stamps") for t in tmpdirs if os.path.isdir(os.path.join(t, "stamps"))]
+    return ProducerPaths(sstate_dir, downloads_dir, stamps, hashserv_db, tmpdirs)
