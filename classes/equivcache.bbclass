@@ -8,6 +8,9 @@
 #
 #   INHERIT += "equivcache"
 #
+# With EQUIVCACHE_PUBLISH it publishes each successful build to a remote
+# cache, in the background (lib/equivcache/buildpublish.py).
+#
 # With BB_SIGNATURE_HANDLER = "EquivCacheHash" it also reports, at the end of
 # each build, what the sstate cache and the hash equivalence server gave and
 # why each missed setscene task missed: one line, and a JSON document in
@@ -48,8 +51,17 @@ EQUIVCACHE_SERVER_TIMEOUT[doc] = "Seconds the EquivCacheHash signature handler g
 for a connection or an answer (default 10); then the handler warns once and stops asking for the rest of the \
 build. Read by the handler, with or without this class."
 
+EQUIVCACHE_PUBLISH ?= ""
+EQUIVCACHE_PUBLISH[doc] = "The http(s):// URL of a cache server to publish this build to when it succeeds \
+(equivcache-server publish --to, in the background: never failing or holding the build; a refused token or an \
+unreachable server is one warning). Needs EQUIVCACHE_PUBLISH_TOKEN_FILE. Log: LOG_DIR/equivcache/publish.log."
+
+EQUIVCACHE_PUBLISH_TOKEN_FILE ?= ""
+EQUIVCACHE_PUBLISH_TOKEN_FILE[doc] = "The producer token file for EQUIVCACHE_PUBLISH, as 'equivcache-server token \
+add' printed it (one line NAME:SECRET; keep it mode 0600)."
+
 BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX \
-    EQUIVCACHE_KNOWN_CACHES"
+    EQUIVCACHE_KNOWN_CACHES EQUIVCACHE_PUBLISH EQUIVCACHE_PUBLISH_TOKEN_FILE"
 
 # BB_HASHCHECK_FUNCTION (sstate.bbclass's sstate_checkhashes, or whatever
 # another layer wrapped it in) is wrapped at ConfigParsed, once every class
@@ -67,7 +79,9 @@ python equivcache_config_parsed() {
     if isinstance(e, bb.event.ConfigParsed):
         equivcache.configcheck.on_config_parsed(e.data)
     else:
+        import equivcache.buildpublish
         equivcache.configcheck.forget_reports(e.data)
+        equivcache.buildpublish.on_build_completed(e, e.data)
 }
 
 addhandler equivcache_report

@@ -15,7 +15,10 @@ from equivcache.server import prodconfig
 from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
 from equivcache.server.gc import DEFAULT_GRACE_DAYS, DEFAULT_KEEP_PUBLISHES, check, gc, parse_size
 from equivcache.server.layout import Layout, check_cache_dir, saved_database
+from equivcache.server import token_command
 from equivcache.server.publish import publish
+from equivcache.server.remote import publish_remote
+from equivcache.server.uploads import DEFAULT_MAX_UPLOAD
 from equivcache.server.serve import serve
 from equivcache.server.status import status
 
@@ -27,8 +30,9 @@ DESCRIPTION = """\
 Publish and serve a shared Yocto cache: sstate objects and downloads over
 http, with the hash equivalence server that names them.
 
-  publish   add a producer build's sstate-cache/, downloads/ and hash
-            equivalence database to CACHE_DIR; refresh its descriptor
+  publish   add a producer build's sstate objects, downloads, signature
+            data and hash equivalences to CACHE_DIR, or (--to URL) upload
+            them to a cache served elsewhere; refresh its descriptor
             (equivcache.json), object index (index.json) and the sstate
             index builds check the mirror with (sstate-index/)
   serve     serve CACHE_DIR in the foreground until Ctrl-C or SIGTERM:
@@ -36,6 +40,8 @@ http, with the hash equivalence server that names them.
                               equivcache.json, index.json
               read endpoint   bitbake-hashserv on TCP, anonymous @read only
               write endpoint  bitbake-hashserv on CACHE_DIR/server/hashserv.sock
+              uploads         /upload/v1/ on the http port, for producer tokens only
+  token     add, list or revoke the producer tokens remote publishes use
   gc        keep the cache within a bound (size, age): least recently used
             objects go, with their index entries; their equivalences a
             grace period later, through hashserv's own gc-mark/gc-sweep
@@ -51,6 +57,12 @@ The seed guide's whole setup, on the producer's machine:
   %(prog)s serve --bind 0.0.0.0 /srv/yocto-cache
 and on each consumer, in its build directory:
   equivcache-client --server http://cache.example.com:8080
+
+A CI farm: on the cache's machine, a token per producer (printed once):
+  %(prog)s token add ci-agent-1 /srv/yocto-cache > ci-agent-1.token
+and on the agent, after each build:
+  %(prog)s publish --from build --to http://cache.example.com:8080 \
+      --token-file ci-agent-1.token
 
 bitbake-hashserv comes from poky: source oe-init-build-env first, or set
 BITBAKEDIR or POKY_DIR, or pass --bitbake. Exit status: 0 success, 1 failure,
@@ -86,18 +98,37 @@ def make_parser():
                        "merge its hash equivalence database into the cache's through a write endpoint (the "
                        "running server's, or a private one): entries already present are left alone, none "
                        "is lost. Refreshes equivcache.json, index.json and sstate-index/. Safe while serve runs; two "
-                       "publishes take turns.",
-                       epilog="example: %s publish --from ~/poky/build /srv/yocto-cache" % PROG)
+                       "publishes take turns.\n\n"
+                       "With --to URL instead of CACHE_DIR, publish to a cache served elsewhere: one request "
+                       "asks which files it lacks, only those are uploaded (each checked by size and SHA-256 "
+                       "before it takes its name), the equivalences are reported to the cache's hash server as "
+                       "the token's user, and one commit refreshes the cache's indexes. A second publish of "
+                       "the same build uploads nothing.\n\n"
+                       "The producer's SSTATE_DIR, DL_DIR, STAMPS_DIR and hash equivalence database are those "
+                       "bitbake resolves for BUILDDIR (local.conf, site.conf, auto.conf: its configuration "
+                       "parse, a few seconds) unless given; a directory without conf/local.conf is read as "
+                       "BUILDDIR/sstate-cache, downloads, tmp*/stamps and cache/hashserv.db.",
+                       epilog="examples:\n  %(p)s publish --from ~/poky/build /srv/yocto-cache\n"
+                       "  %(p)s publish --from build --to http://cache.example.com:8080 --token-file ci-1.token"
+                       % {"p": PROG})
     p.set_defaults(func=cmd_publish)
-    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory (created if absent)")
+    p.add_argument("cache_dir", metavar="CACHE_DIR", nargs="?", help="the cache directory (created if absent)")
     p.add_argument("--from", dest="builddir", metavar="BUILDDIR", required=True,
                    help="the producer's build directory (TOPDIR)")
-    p.add_argument("--sstate-dir", metavar="DIR", help="the producer's SSTATE_DIR (default: BUILDDIR/sstate-cache)")
-    p.add_argument("--downloads-dir", metavar="DIR", help="the producer's DL_DIR (default: BUILDDIR/downloads)")
+    p.add_argument("--to", metavar="URL", help="the http(s) address of a cache served elsewhere (as "
+                   "equivcache-client --server takes it), instead of CACHE_DIR")
+    p.add_argument("--token-file", metavar="FILE", help="(with --to) the producer token, as `token add` "
+                   "printed it (one line NAME:SECRET)")
+    p.add_argument("--hashserv", metavar="ADDRESS", help="(with --to) the cache's hash server, HOST:PORT "
+                   "(default: the first of its descriptor)")
+    p.add_argument("--no-equivalences", action="store_true", help="(with --to) send no equivalences: the "
+                   "build reported them to a hash server itself")
+    p.add_argument("--sstate-dir", metavar="DIR", help="the producer's SSTATE_DIR (default: bitbake's)")
+    p.add_argument("--downloads-dir", metavar="DIR", help="the producer's DL_DIR (default: bitbake's)")
     p.add_argument("--stamps-dir", metavar="DIR", action="append", help="the producer's STAMPS_DIR "
-                   "(default: every BUILDDIR/tmp*/stamps; may be given more than once)")
-    p.add_argument("--hashserv-db", metavar="FILE", help="the producer's hash equivalence database, the auto "
-                   "server's PERSISTENT_DIR/hashserv.db (default: BUILDDIR/cache/hashserv.db)")
+                   "(default: bitbake's; may be given more than once)")
+    p.add_argument("--hashserv-db", metavar="FILE", help="the producer's hash equivalence database (default: "
+                   "bitbake's auto server's, BB_HASHSERVE_DB_DIR or PERSISTENT_DIR/hashserv.db)")
     add_database(p)
 
     p = sub.add_parser("serve", help="serve the cache in the foreground", formatter_class=formatter,
@@ -120,6 +151,28 @@ def make_parser():
                    help="read endpoint port (default: %(default)s)")
     p.add_argument("--public-host", metavar="HOST", help="host name consumers use, written into the "
                    "descriptor (default: the --bind address, or this machine's name if that is a wildcard)")
+    p.add_argument("--max-upload-size", type=size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
+                   help="the largest file a producer may upload (default: 8G)")
+    add_database(p)
+
+    p = sub.add_parser("token", help="add, list or revoke producer tokens", formatter_class=formatter,
+                       description="Producer tokens let remote builds publish (publish --to): each names one "
+                       "producer, whose secret is both its upload credential (HTTP Basic, checked by the upload "
+                       "endpoint) and the token of a bitbake-hashserv user of the same name with @read @report "
+                       "(a reader's: @read only, and no upload). The cache keeps only the secret's SHA-256, in "
+                       "CACHE_DIR/server/tokens.json (mode 0600); `add` prints NAME:SECRET once, on standard "
+                       "output: keep it in a file only the producer can read. The upload endpoint is on while "
+                       "a producer token is; revocation counts at once, in a running server too.",
+                       epilog="examples:\n  %(p)s token add ci-agent-1 /srv/yocto-cache > ci-agent-1.token\n"
+                       "  %(p)s token list /srv/yocto-cache\n  %(p)s token revoke ci-agent-1 /srv/yocto-cache"
+                       % {"p": PROG})
+    p.set_defaults(func=cmd_token)
+    p.add_argument("action", choices=("add", "list", "revoke"))
+    p.add_argument("names", nargs="+", metavar="[NAME] CACHE_DIR", help="the token's name (add, revoke), then "
+                   "the cache directory")
+    p.add_argument("--role", choices=("producer", "reader"), default="producer",
+                   help="(add) producer: upload and report equivalences; reader: read the hash server only "
+                   "(default: %(default)s)")
     add_database(p)
 
     p = sub.add_parser("gc", help="keep the cache within a bound", formatter_class=formatter,
@@ -257,19 +310,49 @@ def cmd_status(args):
 
 
 def writable_cache(args):
-    """(bitbake, database password, layout) for the subcommands that write the cache."""
+    """(bitbake, database password, cache) for the subcommands that write the cache."""
     return find_bitbake(args.bitbake), db_password(args), check_cache_dir(args.cache_dir, create=True)
 
 
 def cmd_publish(args):
-    bitbake, password, layout = writable_cache(args)
+    if args.to:
+        if args.cache_dir:
+            raise UsageError("give CACHE_DIR or --to URL, not both")
+        if not args.token_file:
+            raise UsageError("--to %s needs --token-file (equivcache-server token add NAME CACHE_DIR prints one "
+                             "on the cache's machine)" % args.to)
+        if args.database or args.db_password_file:
+            raise UsageError("--database is the cache's, on its machine: not with --to")
+        setup_logging(args)
+        return publish_remote(find_bitbake(args.bitbake), os.path.abspath(args.builddir), args.to,
+                              args.token_file, args.sstate_dir, args.downloads_dir, args.hashserv_db,
+                              args.stamps_dir, args.hashserv, not args.no_equivalences)
+    if not args.cache_dir:
+        raise UsageError("give the cache directory CACHE_DIR, or --to URL of a cache served elsewhere")
+    if args.token_file or args.hashserv or args.no_equivalences:
+        raise UsageError("--token-file, --hashserv and --no-equivalences go with --to URL")
+    bitbake, password, cache = writable_cache(args)
     setup_logging(args)
-    return publish(layout, bitbake, os.path.abspath(args.builddir), args.sstate_dir, args.downloads_dir,
+    return publish(cache, bitbake, os.path.abspath(args.builddir), args.sstate_dir, args.downloads_dir,
                    args.hashserv_db, args.database, password, stamps_dirs=args.stamps_dir)
 
 
+def cmd_token(args):
+    if args.action == "list":
+        if len(args.names) != 1:
+            raise UsageError("token list CACHE_DIR")
+        return token_command.list_tokens(Layout(args.names[0]))
+    if len(args.names) != 2:
+        raise UsageError("token %s NAME CACHE_DIR" % args.action)
+    name, args.cache_dir = args.names
+    bitbake, password, cache = existing_cache(args)
+    if args.action == "add":
+        return token_command.add(cache, bitbake, name, args.role, args.database, password)
+    return token_command.revoke(cache, bitbake, name, args.database, password)
+
+
 def existing_cache(args):
-    """(bitbake, database password, layout) for the subcommands on an existing cache."""
+    """(bitbake, database password, cache) for the subcommands on an existing cache."""
     if not os.path.isdir(os.path.join(args.cache_dir, "sstate-cache")):
         raise UsageError("%s is not a cache directory (no sstate-cache/; publish a build into it first)"
                          % args.cache_dir)
@@ -277,23 +360,23 @@ def existing_cache(args):
 
 
 def cmd_gc(args):
-    bitbake, password, layout = existing_cache(args)
+    bitbake, password, cache = existing_cache(args)
     if args.keep_publishes is not None and args.keep_publishes < 0:
         raise UsageError("--keep-publishes %d: not a count" % args.keep_publishes)
-    return gc(layout, bitbake, args.max_size, args.older_than, args.grace_days, args.keep_publishes,
+    return gc(cache, bitbake, args.max_size, args.older_than, args.grace_days, args.keep_publishes,
               args.dry_run, args.database, password)
 
 
 def cmd_check(args):
-    bitbake, password, layout = existing_cache(args)
-    return check(layout, bitbake, args.database, password)
+    bitbake, password, cache = existing_cache(args)
+    return check(cache, bitbake, args.database, password)
 
 
 def cmd_serve(args):
-    bitbake, password, layout = writable_cache(args)
-    setup_logging(args, layout)
-    return serve(layout, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
-                 args.database, password, args.verbose)
+    bitbake, password, cache = writable_cache(args)
+    setup_logging(args, cache.layout)
+    return serve(cache, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
+                 args.database, password, args.verbose, args.max_upload_size)
 
 
 def main(argv=None):

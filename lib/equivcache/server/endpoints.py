@@ -161,15 +161,16 @@ class HashServ:
 
 
 @contextlib.contextmanager
-def write_endpoint(layout, bitbake, hashserv, database, db_password=None):
+def write_endpoint(layout, bitbake, hashserv, database, db_password=None, admin=None):
     """The address of a write endpoint on the cache's database: the running
-    server's socket, else a private bitbake-hashserv for the time of the merge."""
+    server's socket, else a private bitbake-hashserv for the time of the merge
+    (which creates the admin user if given: a running server has)."""
     if socket_alive(layout.socket):
         yield "unix://" + layout.socket
         return
     private = os.path.join(layout.private, "publish-%d.sock" % os.getpid())
     child = HashServ("hashserv-publish", bitbake, "unix://" + private, database, WRITE_PERMS, "WARNING",
-                     layout.private, db_password=db_password)
+                     layout.private, admin=admin, db_password=db_password)
     try:
         child.wait_ready(hashserv, "unix://" + private)
         yield "unix://" + private

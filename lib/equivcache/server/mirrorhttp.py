@@ -54,12 +54,13 @@ def parse_range(header, size):
 
 def resolve(root, url_path):
     """The file under root that url_path names, or None: only the published
-    names, no "..", no symlink leading out of root, no directory."""
+    names, no "..", no hidden name (an upload or copy under way), no symlink
+    leading out of root, no directory."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
     if "\0" in path:
         return None
     parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
-    if not parts or parts[0] not in PUBLIC or any(p in (".", "..") for p in parts):
+    if not parts or parts[0] not in PUBLIC or any(p.startswith(".") for p in parts):
         return None
     candidate = os.path.join(root, *parts)
     real = os.path.realpath(candidate)
@@ -149,8 +150,12 @@ class MirrorServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, root, address=("127.0.0.1", 0), handler=MirrorHandler):
+    def __init__(self, root, address=("127.0.0.1", 0), handler=MirrorHandler, cache=None, tokens=None,
+                 max_upload=0):
         self.root = os.path.realpath(root)
+        # The upload endpoint's (server/uploads.py): off without tokens.
+        self.cache, self.tokens, self.max_upload = cache, tokens, max_upload
+        self.named = None   # unihashes -> [bool]: which the hash equivalence database names
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__(address, handler)

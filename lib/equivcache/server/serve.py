@@ -18,13 +18,23 @@ from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_POR
                                          check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
 from equivcache.server.layout import PUBLIC, admin_credentials, load_json, save_config, server_config, write_descriptor
 from equivcache.server.mirrorhttp import MirrorServer
+from equivcache.server.tokens import TokenStore
+from equivcache.server.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHandler
 
 logger = logging.getLogger("equivcache.server")
 
 
-def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
-          public_host=None, database=None, db_password=None, verbose=False):
+def unihashes_named(hashserv, address, unihashes, batch=1000):
+    """Which of unihashes the cache's database names (through the write endpoint)."""
+    with contextlib.closing(hashserv.create_client(address)) as client:
+        return [there for start in range(0, len(unihashes), batch)
+                for there in client.unihash_exists_batch(unihashes[start:start + batch])]
+
+
+def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
+          public_host=None, database=None, db_password=None, verbose=False, max_upload=DEFAULT_MAX_UPLOAD):
     """Serve the cache until SIGTERM or SIGINT; return the exit status."""
+    layout = cache.layout
     config = server_config(layout, database)
     database = config["database"]
     if socket_alive(layout.socket):
@@ -65,7 +75,10 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         children.append(reader)
         reader.wait_ready(hashserv, tcp_address(loopback_for(bind), hashserv_port))
 
-        mirror = MirrorServer(layout.root, (bind, http_port))
+        tokens = TokenStore(layout.private)
+        mirror = MirrorServer(layout.root, (bind, http_port), handler=CacheHandler, cache=cache, tokens=tokens,
+                              max_upload=max_upload)
+        mirror.named = lambda unihashes: unihashes_named(hashserv, "unix://" + layout.socket, unihashes)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
         write_descriptor(layout)
         state = {
@@ -83,6 +96,10 @@ def serve(layout, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashse
         logger.info("serving %s", layout.root)
         logger.info("  http mirror:     %s (%s)", mirror.url,
                     ", ".join(name if "." in name else name + "/" for name in PUBLIC))
+        producers = len(tokens.active("producer"))
+        logger.info("  upload endpoint: %s%s (%s)", mirror.url, PREFIX,
+                    "%d producer tokens, at most %d bytes a file" % (producers, max_upload) if producers
+                    else "off until a producer token is added: equivcache-server token add NAME %s" % layout.root)
         logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
                     state["hashserv"], READ_PERMS, layout.admin)
         logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)

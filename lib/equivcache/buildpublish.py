@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: MIT
+#
+# EQUIVCACHE_PUBLISH: at the end of a successful build, publish what it
+# produced to a remote cache (equivcache-server publish --to), without ever
+# failing or holding the build. One quick authenticated request first (a
+# refused token, a cache without uploads or an unreachable server is one
+# warning, and nothing more); then the publish runs on in the background,
+# detached from bitbake, its output in ${LOG_DIR}/equivcache/publish.log.
+# The build's own paths are handed to it: no second configuration parse.
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import bb
+
+from equivcache.probe import describe_error
+
+LOG = "publish.log"
+
+
+def _precheck(url, token_file, timeout):
+    """None if the cache takes this token's uploads, else why not (one line)."""
+    from equivcache.server.tokens import read_token_file
+    from equivcache.server.uploads import PREFIX
+    from equivcache.cli import UsageError
+    try:
+        name, secret = read_token_file(token_file)
+    except UsageError as e:
+        return str(e).replace("--token-file", "EQUIVCACHE_PUBLISH_TOKEN_FILE")
+    request = urllib.request.Request(url.rstrip("/") + PREFIX + "missing", data=json.dumps({"files": []}).encode(),
+                                     method="POST", headers={
+                                         "Content-Type": "application/json",
+                                         "Authorization": "Basic " + base64.b64encode(
+                                             ("%s:%s" % (name, secret)).encode()).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            answer.read()
+        return None
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            return "%s refused token %s (%d): check EQUIVCACHE_PUBLISH_TOKEN_FILE, or ask for a new token " \
+                   "(equivcache-server token add)" % (url, name, e.code)
+        if e.code == 405:
+            return "%s takes no uploads (it has no producer token, or is not an equivcache-server)" % url
+        return "%s answered %d %s" % (url, e.code, e.reason)
+    except (OSError, ValueError) as e:
+        return "cannot reach %s: %s" % (url, describe_error(e))
+
+
+def on_build_completed(e, d):
+    url = (d.getVar("EQUIVCACHE_PUBLISH") or "").strip()
+    if not url or e._failures:
+        return
+    token_file = d.getVar("EQUIVCACHE_PUBLISH_TOKEN_FILE") or ""
+    try:
+        timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
+    except ValueError:
+        timeout = 2.0
+    why = _precheck(url, token_file, timeout) if token_file else \
+        "EQUIVCACHE_PUBLISH is set but EQUIVCACHE_PUBLISH_TOKEN_FILE is not"
+    if why:
+        bb.warn("equivcache: this build was not published: %s" % why)
+        return
+    if (d.getVar("BB_HASHSERVE") or "") != "auto":
+        dbdir = None
+    else:
+        dbdir = d.getVar("BB_HASHSERVE_DB_DIR") or d.getVar("PERSISTENT_DIR") or d.getVar("CACHE")
+    layer = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    bitbake = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(bb.__file__))))
+    command = [sys.executable, os.path.join(layer, "scripts", "equivcache-server"), "--bitbake", bitbake,
+               "publish", "--from", d.getVar("TOPDIR"), "--to", url, "--token-file", token_file,
+               "--sstate-dir", d.getVar("SSTATE_DIR"), "--downloads-dir", d.getVar("DL_DIR"),
+               "--stamps-dir", d.getVar("STAMPS_DIR")]
+    if dbdir:
+        command += ["--hashserv-db", os.path.join(dbdir, "hashserv.db")]
+    else:
+        command += ["--no-equivalences"]
+    logdir = os.path.join(d.getVar("LOG_DIR"), "equivcache")
+    bb.utils.mkdirhier(logdir)
+    log = os.path.join(logdir, LOG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BB")}
+    with open(log, "w") as out:
+        out.write("$ %s\n" % " ".join(command))
+        out.flush()
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                         cwd=d.getVar("TOPDIR"), start_new_session=True, close_fds=True)
+    bb.plain("equivcache: publishing this build to %s in the background (log: %s)" % (url, log))

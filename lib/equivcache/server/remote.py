@@ -1,0 +1,181 @@
+# SPDX-License-Identifier: MIT
+#
+# equivcache-server publish --to URL: a producer publishes its build to a
+# cache served elsewhere. One request asks which files the cache lacks;
+# only those are uploaded (each with its size and SHA-256, which the server
+# checks before the file takes its name); the producer's equivalences go to
+# the cache's hash server as the token's hashserv user (@read @report), the
+# way a build reports them; one commit updates the cache's indexes.
+# bitbake's hashserv client is imported from the bitbake directory found.
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.parse
+
+from equivcache import descriptor as desc
+from equivcache.cli import Failure, Progress, UsageError
+from equivcache.formatting import human
+from equivcache.server.cache import commit_line, producer_of
+from equivcache.server.database import merge_database, read_producer_database
+from equivcache.server.endpoints import import_hashserv
+from equivcache.server.producer import producer_paths
+from equivcache.server.publish import newest_build_configuration, published_unihashes
+from equivcache.server.tokens import read_token_file
+from equivcache.server.uploads import PREFIX, SHA256_HEADER
+
+TIMEOUT = 60
+BLOCK = 1 << 20
+
+
+class Upload:
+    """An http(s) connection to a cache's upload endpoint, as one producer."""
+
+    def __init__(self, url, name, secret, timeout=TIMEOUT):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError("--to %s: not an http:// or https:// URL of a cache" % url)
+        self.url = url.rstrip("/")
+        self.base = parts.path.rstrip("/")
+        self.name = name
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self.connection = cls(parts.hostname, parts.port, timeout=timeout, blocksize=BLOCK)
+        self.auth = "Basic " + base64.b64encode(("%s:%s" % (name, secret)).encode()).decode()
+
+    def request(self, method, path, body=None, headers=None):
+        """(status, JSON answer) of one request; a connection lost is retried once."""
+        headers = dict(headers or {}, Authorization=self.auth)
+        for attempt in (1, 2):
+            try:
+                if hasattr(body, "seek"):
+                    body.seek(0)
+                self.connection.request(method, self.base + path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException) as e:
+                self.connection.close()
+                if attempt == 2:
+                    raise Failure("%s: %s %s: %s" % (self.url, method, path, e))
+            except OSError as e:
+                self.connection.close()
+                raise Failure("%s: cannot reach the cache: %s" % (self.url, e.strerror or e))
+        try:
+            doc = json.loads(data) if data else {}
+        except ValueError:
+            doc = {}
+        if response.status in (401, 403):
+            raise Failure("%s refused token %s (%d): %s" % (self.url, self.name, response.status,
+                                                           doc.get("error", "")))
+        if response.status == 405:
+            raise Failure("%s takes no uploads (405): the cache has no producer token yet, or is an older "
+                          "server (equivcache-server token add NAME CACHE_DIR)" % self.url)
+        if response.status >= 300:
+            raise Failure("%s: %s %s: %d %s" % (self.url, method, path, response.status,
+                                                doc.get("error", response.reason)))
+        return response.status, doc
+
+    def post(self, action, doc):
+        body = json.dumps(doc).encode()
+        return self.request("POST", PREFIX + action, body, {"Content-Type": "application/json"})[1]
+
+    def put(self, rel, path):
+        size = os.path.getsize(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(BLOCK), b""):
+                digest.update(block)
+            status, _ = self.request("PUT", PREFIX + urllib.parse.quote(rel), f, {
+                "Content-Length": str(size), SHA256_HEADER: digest.hexdigest(),
+                "Content-Type": "application/octet-stream"})
+        return status == 201
+
+    def descriptor(self):
+        """The cache's equivcache.json (anonymous, as consumers read it)."""
+        try:
+            self.connection.request("GET", self.base + "/" + desc.NAME)
+            response = self.connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise Failure("%s: cannot reach the cache: %s" % (self.url, getattr(e, "strerror", None) or e))
+        if response.status != 200:
+            raise Failure("%s/%s: %d %s (is this a cache's URL?)" % (self.url, desc.NAME, response.status,
+                                                                    response.reason))
+        try:
+            return desc.loads(data.decode("utf-8", "replace"), "%s/%s" % (self.url, desc.NAME))
+        except desc.DescriptorError as e:
+            raise Failure(str(e))
+
+    def close(self):
+        self.connection.close()
+
+
+def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, downloads_dir=None, hashserv_db=None,
+                   stamps_dirs=None, hashserv_address=None, equivalences=True, out=sys.stdout):
+    """Publish a producer's build to the cache served at url (without its
+    equivalences if equivalences is false: a build that reported them itself)."""
+    name, secret = read_token_file(token_file)
+    paths = producer_paths(bitbake, builddir, sstate_dir, downloads_dir, stamps_dirs,
+                           hashserv_db or (None if equivalences else "-"), out)
+    outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
+    with tempfile.TemporaryDirectory() as scratch:   # where importing bb may write pyshtables.py
+        hashserv = import_hashserv(bitbake, scratch)
+    started = time.time()
+    with contextlib.closing(Upload(url, name, secret)) as upload:
+        descriptor = upload.descriptor()
+        address = hashserv_address or descriptor["hashserv"][0]
+        trees = list(paths.files())
+        manifest = [("%s/%s" % (area, rel.replace(os.sep, "/")), size)
+                    for area, files, _, _ in trees for rel, size in files]
+        missing = set(upload.post("missing", {"files": manifest})["missing"])
+        # Objects first, equivalences after: a consumer that gets a unihash
+        # from the server finds its object on the mirror.
+        for area, files, source, what in trees:
+            wanted = [(rel, size) for rel, size in files if "%s/%s" % (area, rel.replace(os.sep, "/")) in missing]
+            sent = size_sent = 0
+            progress = Progress("uploading " + what, len(wanted))
+            for rel, size in wanted:
+                if upload.put("%s/%s" % (area, rel.replace(os.sep, "/")), os.path.join(source, rel)):
+                    sent += 1
+                    size_sent += size
+                progress.step()
+            progress.close()
+            out.write("%s: %d files uploaded (%s), %d already present, from %s\n"
+                      % (what, sent, human(size_sent), len(files) - sent, source))
+        paths.say_absent(out)
+
+        superseded = set()
+        if not equivalences:
+            out.write("equivalences: none sent (--no-equivalences)\n")
+        else:
+            superseded = report_equivalences(hashserv, address, name, secret, outhashes, unihashes,
+                                             paths.hashserv_db, out)
+        summary = upload.post("commit", {
+            "unihashes": sorted(published_unihashes(outhashes, unihashes)), "started": started,
+            "superseded": sorted(superseded), "producer": producer_of(newest_build_configuration(paths.tmpdirs))})
+        out.write(commit_line(summary))
+    out.write("publish: done in %.1f s\n" % (time.time() - started))
+    return 0
+
+
+def report_equivalences(hashserv, address, name, secret, outhashes, unihashes, source, out):
+    """The producer's equivalences, reported as the token's hashserv user."""
+    try:
+        client = hashserv.create_client(address, name, secret)
+    except Exception as e:   # hashserv's client raises what its transport raises
+        raise Failure("cannot log in to the cache's hash server %s as %s: %s" % (address, name, e))
+    with contextlib.closing(client):
+        try:
+            counts = merge_database(client, outhashes, unihashes)
+        except Exception as e:
+            raise Failure("the cache's hash server %s refused the equivalences of %s: %s" % (address, name, e))
+    out.write("equivalences: %d output hashes, %d unihashes reported to %s as %s from %s; %d taken over by an "
+              "equivalent output the cache already had\n" % (
+                  counts["outhashes"], counts["unihashes"], address, name, source, counts["remapped"]))
+    return counts["superseded"]

@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: MIT
+#
+# The cache's upload endpoint, beside the read-only mirror in the same http
+# server: remote producers add sstate objects, downloads and signature data.
+# Off until the cache has a producer token (server/tokens.json); anonymous
+# readers keep the mirror exactly as it was (PUT and POST elsewhere: 405).
+#
+#   POST /upload/v1/missing   {"files": [[path, size], ...]} -> {"missing": [path, ...]}
+#                             which of a producer's files the cache lacks
+#   PUT  /upload/v1/<path>    one file; X-Equivcache-SHA256: its hex digest;
+#                             Content-Length required, at most the size limit
+#                             201 stored, 200 already there
+#   POST /upload/v1/commit    {"unihashes": [...], "superseded": [...], "started": time,
+#                             "producer": {...}}: once per publish, in the cache's lock:
+#                             objects no equivalence names dropped, indexes, gc's
+#                             ledger, descriptor
+#
+# Every request needs HTTP Basic authentication with a producer token
+# (NAME, SECRET): none or a wrong or revoked one is 401, a reader's 403.
+# A path is AREA/RELPATH with AREA sstate-cache, downloads or siginfo and
+# RELPATH a name of that area (parse_upload_path); anything else is 400 and
+# writes nothing. Pure Python: no bb import.
+
+import base64
+import json
+import logging
+import re
+import time
+import urllib.parse
+
+from equivcache import names
+from equivcache.server.cache import AREAS, Refused
+from equivcache.server.mirrorhttp import MirrorHandler
+from equivcache.server.producer import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
+
+logger = logging.getLogger("equivcache.uploads")
+
+PREFIX = "/upload/v1/"
+SHA256_HEADER = "X-Equivcache-SHA256"
+DEFAULT_MAX_UPLOAD = 8 << 30
+MANIFEST_LIMIT = 64 << 20
+_COMPONENT = re.compile(r"^[A-Za-z0-9_+@%,=~][A-Za-z0-9._+:@%,=~-]{0,254}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_upload_path(path):
+    """The cache-relative path ("AREA/RELPATH") an upload may write, or Refused(400)."""
+    if not isinstance(path, str) or "\0" in path or "\\" in path or path.startswith("/"):
+        raise Refused(400, "%r: not a relative path" % (path,))
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise Refused(400, "%s: empty, '.' or '..' components are refused" % path)
+    area, rel = parts[0], parts[1:]
+    if area not in AREAS or not rel:
+        raise Refused(400, "%s: uploads go to %s only" % (path, ", ".join(a + "/" for a in AREAS)))
+    bad = [p for p in rel if not _COMPONENT.match(p)]
+    if bad:
+        raise Refused(400, "%s: %r is not a file or directory name a cache holds" % (path, bad[0]))
+    if area == "sstate-cache":
+        parsed = names.parse_sstate_name(rel[-1])
+        unihash = parsed[2] if parsed else ""
+        if not parsed or len(rel) not in (3, 4) or rel[-3:-1] != [unihash[:2], unihash[2:4]]:
+            raise Refused(400, "%s: not an sstate object name ([NATIVELSBSTRING/]xx/yy/sstate:...)" % path)
+    elif area == "siginfo":
+        if not 2 <= len(rel) <= 4 or names.parse_sigdata_name("/".join(rel)) is None:
+            raise Refused(400, "%s: not task signature data (MULTIMACH_TARGET_SYS/PN/...sigdata.UNIHASH)" % path)
+    elif len(rel) > 4 or rel[0] in DOWNLOAD_SKIP_DIRS or rel[-1].endswith(DOWNLOAD_SKIP_SUFFIXES):
+        raise Refused(400, "%s: not a download a mirror serves (fetcher state, VCS clone or too deep)" % path)
+    return path
+
+
+class CacheHandler(MirrorHandler):
+    """The mirror, and the upload endpoint when the cache has producer tokens."""
+
+    server_version = "equivcache-cache"
+    timeout = 300   # a client silent this long loses its connection (and its upload under way)
+
+    def do_PUT(self):
+        self.upload("PUT")
+
+    def do_POST(self):
+        self.upload("POST")
+
+    def answer(self, status, doc):
+        body = (json.dumps(doc, sort_keys=True) + "\n").encode()
+        self.send_response(status)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="equivcache uploads"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def upload(self, method):
+        path = urllib.parse.urlsplit(self.path).path
+        tokens = self.server.tokens
+        if not path.startswith(PREFIX) or tokens is None or not tokens.active("producer"):
+            self.close_connection = self.headers.get("Content-Length", "0") != "0"
+            self.refuse()
+            return
+        try:
+            token = self.authenticate(tokens)
+            length = self.length()
+            what = urllib.parse.unquote(path[len(PREFIX):])
+            if method == "PUT":
+                status, doc = self.put(token, what, length)
+            elif what == "missing":
+                status, doc = 200, self.missing(self.json_body(length))
+            elif what == "commit":
+                status, doc = 200, self.commit(token, self.json_body(length))
+            else:
+                raise Refused(404, "POST %s: no such upload action (missing, commit)" % path)
+        except Refused as e:
+            logger.warning("upload refused (%d) from %s: %s", e.status, self.address_string(), e)
+            self.close_connection = True   # the body may be unread
+            self.answer(e.status, {"error": str(e)})
+            return
+        except (ConnectionError, TimeoutError) as e:
+            logger.warning("upload from %s broke off: %s", self.address_string(), e)
+            self.close_connection = True
+            return
+        self.answer(status, doc)
+
+    def authenticate(self, tokens):
+        header = self.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise Refused(401, "uploads need a producer token (HTTP Basic: NAME and SECRET)")
+        try:
+            name, _, secret = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(401, "malformed Authorization header")
+        token = tokens.verify(name, secret)
+        if token is None:
+            raise Refused(401, "token %r is unknown, revoked or wrong" % name)
+        if token["role"] != "producer":
+            raise Refused(403, "token %r is a %s's: it may not upload" % (name, token["role"]))
+        return token
+
+    def length(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise Refused(411, "send Content-Length, not a chunked body")
+        try:
+            length = int(self.headers["Content-Length"])
+        except (TypeError, ValueError):
+            raise Refused(411, "Content-Length required")
+        if length < 0:
+            raise Refused(400, "Content-Length %d" % length)
+        return length
+
+    def json_body(self, length):
+        if length > MANIFEST_LIMIT:
+            raise Refused(413, "a request body of %d bytes is over the %d bytes allowed" % (length, MANIFEST_LIMIT))
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise ConnectionError("the body ended after %d of %d bytes" % (len(body), length))
+        try:
+            doc = json.loads(body)
+        except ValueError as e:
+            raise Refused(400, "the body is not JSON: %s" % e)
+        if not isinstance(doc, dict):
+            raise Refused(400, "the body is not a JSON object")
+        return doc
+
+    def missing(self, doc):
+        files = doc.get("files")
+        if not isinstance(files, list) or not all(isinstance(f, list) and len(f) == 2 and isinstance(f[1], int)
+                                                  for f in files):
+            raise Refused(400, "missing: {\"files\": [[path, size], ...]} expected")
+        for path, _ in files:
+            parse_upload_path(path)
+        return {"missing": self.server.cache.missing([(p, s) for p, s in files])}
+
+    def put(self, token, what, length):
+        path = parse_upload_path(what)
+        if length > self.server.max_upload:
+            raise Refused(413, "%s: %d bytes is over the upload limit of %d bytes (serve --max-upload-size)"
+                          % (path, length, self.server.max_upload))
+        sha256 = self.headers.get(SHA256_HEADER, "").lower()
+        if not _HEX64.match(sha256):
+            raise Refused(400, "%s: header %s with the body's SHA-256 (64 hex digits) required" % (path, SHA256_HEADER))
+        had = self.server.cache.receive(path, self.rfile, length, sha256)
+        logger.debug("upload by %s: %s (%d bytes)%s", token["name"], path, length, " already there" if had else "")
+        return (200 if had else 201), {"path": path, "stored": not had}
+
+    def commit(self, token, doc):
+        unihashes, superseded = doc.get("unihashes", []), doc.get("superseded", [])
+        for key, value in (("unihashes", unihashes), ("superseded", superseded)):
+            if not isinstance(value, list) or not all(isinstance(u, str) and len(u) <= 128 for u in value):
+                raise Refused(400, "commit: \"%s\" must be a list of strings" % key)
+        producer = doc.get("producer")
+        if producer is not None and not isinstance(producer, dict):
+            raise Refused(400, "commit: \"producer\" must be an object")
+        started = doc.get("started")
+        started = float(started) if isinstance(started, (int, float)) else time.time()
+        with self.server.cache.lock():
+            summary = self.server.cache.commit(set(unihashes), min(started, time.time()), producer,
+                                               set(superseded), self.server.named)
+        logger.info("publish by %s committed: %d objects, sstate index %d files (%s)", token["name"],
+                    summary["objects"], summary["sstate_index"], summary["sstate_index_change"])
+        return summary

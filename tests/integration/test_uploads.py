@@ -1,0 +1,303 @@
+# SPDX-License-Identifier: MIT
+#
+# Remote producers, against a real equivcache-server serve on loopback and
+# its real bitbake-hashserv: producer tokens, publish --to (once, twice, and
+# three producers at once with gc running), an upload cut off by SIGKILL,
+# every bad input refused with nothing written, and what each token (or
+# none) may do on the hash server.
+
+import base64
+import contextlib
+import glob
+import hashlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.parse
+
+import pytest
+
+from conftest import need_bitbake
+from oeqa.utils.equivcache import SERVER, CacheServer, wait_for
+
+need_bitbake()
+
+import bb.asyncrpc  # noqa: E402
+import hashserv  # noqa: E402
+from test_server import METHOD, h, make_producer, rows  # noqa: E402
+
+H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
+OBJECT = "sstate-cache/ad/72/sstate:r::1.0:r0::12:%s_populate_sysroot.tar.zst" % H
+
+
+def run(*args, timeout=120):
+    return subprocess.run([sys.executable, SERVER, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def add_token(cache_dir, name, role="producer"):
+    result = run("token", "add", name, cache_dir, "--role", role)
+    assert result.returncode == 0, result
+    return result.stdout.strip()
+
+
+def write_token(tmp_path, line):
+    path = tmp_path / ("%s.token" % line.split(":")[0])
+    path.write_text(line + "\n")
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def cache_files(cache_dir):
+    """Every file under the cache's public areas, hidden ones included."""
+    found = set()
+    for area in ("sstate-cache", "downloads", "siginfo"):
+        for top, _, names in os.walk(os.path.join(cache_dir, area)):
+            found |= {os.path.relpath(os.path.join(top, n), cache_dir) for n in names}
+    return found
+
+
+def request(server, method, path, body=b"", token=None, headers=None):
+    parsed = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+    headers.setdefault("Content-Length", str(len(body)))
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def put(server, rel, body, token, sha256=None, headers=None):
+    extra = {"X-Equivcache-SHA256": sha256 or hashlib.sha256(body).hexdigest()}
+    extra.update(headers or {})
+    return request(server, "PUT", "/upload/v1/" + urllib.parse.quote(rel), body, token, extra)
+
+
+@pytest.fixture
+def served(tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    server = CacheServer(cache_dir, extra=("--max-upload-size", "64K"))
+    yield server
+    server.stop()
+
+
+def test_uploads_off_without_a_producer_token(served):
+    assert put(served, OBJECT, b"x", None)[0] == 405
+    assert request(served, "POST", "/upload/v1/missing", b"{}")[0] == 405
+    assert cache_files(served.cache_dir) == set()
+
+
+def test_token_add_list_revoke(served, tmp_path):
+    line = add_token(served.cache_dir, "ci-1")
+    name, secret = line.split(":")
+    assert name == "ci-1" and len(secret) >= 32
+    store = os.path.join(served.cache_dir, "server", "tokens.json")
+    assert os.stat(store).st_mode & 0o777 == 0o600
+    with open(store) as f:
+        text = f.read()
+    assert secret not in text and hashlib.sha256(secret.encode()).hexdigest() in text
+    # Its hashserv user: @read @report, as the cache's admin sees it.
+    admin = served.admin()
+    with contextlib.closing(hashserv.create_client(served.hashserv, admin["username"], admin["password"])) as c:
+        assert sorted(c.get_user("ci-1")["permissions"]) == ["@read", "@report"]
+    assert run("token", "add", "ci-1", served.cache_dir).returncode == 2   # exists
+    listed = run("token", "list", served.cache_dir)
+    assert listed.returncode == 0 and "ci-1" in listed.stdout and "active" in listed.stdout, listed
+    assert put(served, OBJECT, b"x", line)[0] == 201
+    add_token(served.cache_dir, "ci-2")   # the endpoint stays on
+    revoked = run("token", "revoke", "ci-1", served.cache_dir)
+    assert revoked.returncode == 0, revoked
+    assert put(served, OBJECT, b"y", line)[0] == 401   # at once, in the running server
+    with contextlib.closing(hashserv.create_client(served.hashserv, admin["username"], admin["password"])) as c:
+        assert c.get_user("ci-1") is None
+    assert "revoked" in run("token", "list", served.cache_dir).stdout
+    one = run("token", "add", "bad name!", served.cache_dir)
+    assert one.returncode == 2 and one.stderr.count("\n") == 1 and "token name" in one.stderr
+
+
+def test_remote_publish_twice(served, tmp_path):
+    producer = str(tmp_path / "producer")
+    entries = [(h("a%d" % i), h("oa%d" % i), h("ua%d" % i), "a", "do_populate_sysroot") for i in range(3)]
+    unis, outs = make_producer(producer, entries)
+    os.makedirs(os.path.join(producer, "downloads"))
+    with open(os.path.join(producer, "downloads", "a-1.0.tar.gz"), "wb") as f:
+        f.write(b"source")
+    token = write_token(tmp_path, add_token(served.cache_dir, "ci-1"))
+    first = run("publish", "--from", producer, "--to", served.url, "--token-file", token)
+    assert first.returncode == 0, first
+    assert "sstate: 6 files uploaded" in first.stdout and "downloads: 1 files uploaded" in first.stdout, first.stdout
+    assert rows(os.path.join(served.cache_dir, "hashserv.db"))[0] >= unis
+    assert os.path.isfile(os.path.join(served.cache_dir, "downloads", "a-1.0.tar.gz"))
+    with open(os.path.join(served.cache_dir, "index.json")) as f:
+        assert len([o for o in json.load(f)["objects"] if o["path"]]) == 3
+    second = run("publish", "--from", producer, "--to", served.url, "--token-file", token)
+    assert second.returncode == 0, second
+    assert "sstate: 0 files uploaded (0 B), 6 already present" in second.stdout, second.stdout
+    assert "downloads: 0 files uploaded" in second.stdout
+    check = run("check", served.cache_dir)
+    assert check.returncode == 0 and "consistent" in check.stdout, check
+
+
+def test_three_producers_at_once_with_gc(served, tmp_path):
+    """Different recipes, and one overlapping recipe with an equivalent
+    change (its own task hash and unihash, the same output) in each."""
+    producers = []
+    for n in range(3):
+        entries = [(h("r%d-%d" % (n, i)), h("o%d-%d" % (n, i)), h("u%d-%d" % (n, i)), "r%d" % n, "do_install")
+                   for i in range(30)]
+        entries.append((h("shared-%d" % n), h("shared-output"), h("shared-uni-%d" % n), "shared", "do_install"))
+        directory = str(tmp_path / ("producer%d" % n))
+        make_producer(directory, entries)
+        producers.append((directory, entries, write_token(tmp_path, add_token(served.cache_dir, "ci-%d" % n))))
+    publishes = [subprocess.Popen([sys.executable, SERVER, "publish", "--from", d, "--to", served.url,
+                                   "--token-file", t], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for d, _, t in producers]
+    gcs = 0
+    while any(p.poll() is None for p in publishes):
+        result = run("gc", "--max-size", "1G", served.cache_dir)
+        assert result.returncode == 0, result
+        gcs += 1
+    assert gcs >= 1
+    for p in publishes:
+        assert p.wait() == 0, p.stdout.read()
+    check = run("check", served.cache_dir)
+    assert check.returncode == 0 and "consistent" in check.stdout, check
+    with open(os.path.join(served.cache_dir, "index.json")) as f:
+        objects = [o for o in json.load(f)["objects"] if o["path"]]
+    # The overlapping recipe's objects: one, under the unihash the server kept.
+    assert len(objects) == len({o["path"] for o in objects}) == 91
+    with open(os.path.join(served.cache_dir, "sstate-index", "head.json")) as f:
+        head = json.load(f)
+    with open(os.path.join(served.cache_dir, "sstate-index", head["journal"]), "rb") as f:
+        keys = f.read()[:8 * head["entries"]]
+    assert len(set(keys[i:i + 8] for i in range(0, len(keys), 8))) == head["entries"] == 182
+    # Every producer's task hash has a unihash whose object the cache holds; the
+    # overlapping recipe's three task hashes share one unihash.
+    present = {o["unihash"] for o in objects}
+    shared = set()
+    with contextlib.closing(hashserv.create_client(served.hashserv)) as client:
+        for _, entries, _ in producers:
+            for taskhash, _, _, recipe, _ in entries:
+                unihash = client.get_unihash(METHOD, taskhash)
+                assert unihash in present, (recipe, taskhash)
+                if recipe == "shared":
+                    shared.add(unihash)
+    assert len(shared) == 1
+    assert not [f for f in cache_files(served.cache_dir) if os.path.basename(f).startswith(".")]
+
+
+def test_killed_client_leaves_no_partial_file(served, tmp_path):
+    line = add_token(served.cache_dir, "ci-1")
+    body = os.urandom(48 << 10)
+    parsed = urllib.parse.urlsplit(served.url)
+    script = (
+        "import base64, socket, sys, time\n"
+        "s = socket.create_connection((%r, %d))\n"
+        "s.sendall(b'PUT /upload/v1/%s HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: %d\\r\\n'\n"
+        "          b'X-Equivcache-SHA256: %s\\r\\nAuthorization: Basic %s\\r\\n\\r\\n')\n"
+        "s.sendall(sys.stdin.buffer.read())\n"
+        "print('sent', flush=True)\n"
+        "time.sleep(600)\n" % (parsed.hostname, parsed.port, urllib.parse.quote(OBJECT), len(body),
+                               hashlib.sha256(body).hexdigest(), base64.b64encode(line.encode()).decode()))
+    client = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    client.stdin.write(body[:len(body) // 2])
+    client.stdin.close()
+    assert client.stdout.readline().strip() == b"sent"
+    directory = os.path.join(served.cache_dir, os.path.dirname(OBJECT))
+    wait_for(lambda: glob.glob(os.path.join(directory, ".upload-*")), 30, "no temporary file of the upload")
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    wait_for(lambda: not glob.glob(os.path.join(directory, ".upload-*")), 30, "the temporary file stayed")
+    assert cache_files(served.cache_dir) == set()
+    # The same object, whole, is taken afterwards.
+    assert put(served, OBJECT, body, line)[0] == 201
+    with open(os.path.join(served.cache_dir, OBJECT), "rb") as f:
+        assert f.read() == body
+
+
+BAD_PATHS = [
+    "../outside", "sstate-cache/../../outside", "/etc/passwd", "sstate-cache/ad/72/x.tar.zst",
+    "sstate-cache/ff/72/sstate:r::1.0:r0::12:%s_populate_sysroot.tar.zst" % H, "server/tokens.json",
+    "index.json", "downloads/git2/github.com.x", "downloads/a.tar.gz.lock", "downloads/.hidden",
+    "siginfo/x86_64-linux/r/notsig", "sstate-cache/ad/72/sstate:r::1.0:r0::12:%s_x.tar.zst/../../x" % H,
+]
+
+
+def test_bad_paths_refused(served):
+    line = add_token(served.cache_dir, "ci-1")
+    for path in BAD_PATHS:
+        status, body = put(served, path, b"data", line)
+        assert status == 400, (path, status, body)
+        missing = request(served, "POST", "/upload/v1/missing", json.dumps({"files": [[path, 4]]}).encode(), line)
+        assert missing[0] == 400, (path, missing)
+    assert cache_files(served.cache_dir) == set()
+    assert not os.path.exists(os.path.join(os.path.dirname(served.cache_dir), "outside"))
+
+
+def test_bad_uploads_refused(served, tmp_path):
+    line = add_token(served.cache_dir, "ci-1")
+    reader = add_token(served.cache_dir, "viewer", role="reader")
+    name, secret = line.split(":")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), os.path.join(served.cache_dir, "sstate-cache", "ad"))
+    cases = {
+        "symlink": (put(served, OBJECT, b"data", line), 400),
+        "oversize": (put(served, OBJECT, b"", line,
+                         headers={"Content-Length": str(65 << 10)}), 413),
+        "no token": (put(served, OBJECT, b"data", None), 401),
+        "wrong secret": (put(served, OBJECT, b"data", name + ":" + secret[::-1]), 401),
+        "unknown name": (put(served, OBJECT, b"data", "nobody:" + secret), 401),
+        "reader": (put(served, OBJECT, b"data", reader), 403),
+        "no hash": (request(served, "PUT", "/upload/v1/" + OBJECT, b"data", line), 400),
+    }
+    os.unlink(os.path.join(served.cache_dir, "sstate-cache", "ad"))
+    cases["wrong hash"] = (put(served, OBJECT, b"data", line, sha256="0" * 64), 422)
+    for what, ((status, body), expected) in cases.items():
+        assert status == expected, (what, status, body)
+    assert cache_files(served.cache_dir) == set()
+    assert os.listdir(str(outside)) == []
+
+
+def test_hashserv_permissions_of_tokens(served, tmp_path):
+    producer = add_token(served.cache_dir, "ci-1").split(":")
+    reader = add_token(served.cache_dir, "viewer", role="reader").split(":")
+    report = (h("t"), METHOD, h("o"), h("u"), {})
+    database = os.path.join(served.cache_dir, "hashserv.db")
+    for user in (None, reader):
+        args = (served.hashserv,) + (tuple(user) if user else ())
+        with contextlib.closing(hashserv.create_client(*args)) as client:
+            client.report_unihash(*report)   # answered (a build goes on), not stored
+            with pytest.raises(bb.asyncrpc.InvokeError):
+                client.report_unihash_equiv(h("t2"), METHOD, h("u2"))
+        assert rows(database) == (set(), set()), user
+    with contextlib.closing(hashserv.create_client(served.hashserv, *producer)) as client:
+        assert client.report_unihash(*report)["unihash"] == h("u")
+    unis, _ = rows(database)
+    assert (METHOD, h("t"), h("u")) in unis
+
+
+def test_publish_to_refused_or_unreachable(served, tmp_path):
+    producer = str(tmp_path / "producer")
+    make_producer(producer, [(h("a"), h("oa"), h("ua"), "a", "do_install")])
+    bad = write_token(tmp_path, "ci-9:" + "x" * 43)
+    result = run("publish", "--from", producer, "--to", served.url, "--token-file", bad)
+    assert result.returncode == 1 and "takes no uploads" in result.stderr, result   # no producer token yet
+    add_token(served.cache_dir, "ci-1")
+    result = run("publish", "--from", producer, "--to", served.url, "--token-file", bad)
+    assert result.returncode == 1 and "refused token ci-9 (401)" in result.stderr, result
+    closed = "http://127.0.0.1:%d" % served.hashserv_port   # a port that is no http server
+    silent = run("publish", "--from", producer, "--to", "http://127.0.0.1:1", "--token-file", bad)
+    assert silent.returncode == 1 and "cannot reach" in silent.stderr, silent
+    assert closed
+    for args, text in (((), "needs --token-file"), (("--token-file", bad, served.cache_dir), "not both")):
+        one = run("publish", "--from", producer, "--to", served.url, *args)
+        assert one.returncode == 2 and text in one.stderr, one
+    assert cache_files(served.cache_dir) == set()
