@@ -66,18 +66,18 @@ def on_build_completed(e, d):
     if why:
         bb.warn("equivcache: this build was not published: %s" % why)
         return
-    if (d.getVar("BB_HASHSERVE") or "") != "auto":
-        dbdir = None
-    else:
-        dbdir = d.getVar("BB_HASHSERVE_DB_DIR") or d.getVar("PERSISTENT_DIR") or d.getVar("CACHE")
+    # The auto server's database (bitbake's cooker names it so); a build
+    # without one reported its equivalences to a server itself.
+    dbdir = d.getVar("BB_HASHSERVE_DB_DIR") or d.getVar("PERSISTENT_DIR") or d.getVar("CACHE")
+    database = os.path.join(dbdir, "hashserv.db") if dbdir else None
     layer = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     bitbake = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(bb.__file__))))
     command = [sys.executable, os.path.join(layer, "scripts", "equivcache-server"), "--bitbake", bitbake,
                "publish", "--from", d.getVar("TOPDIR"), "--to", url, "--token-file", token_file,
                "--sstate-dir", d.getVar("SSTATE_DIR"), "--downloads-dir", d.getVar("DL_DIR"),
                "--stamps-dir", d.getVar("STAMPS_DIR")]
-    if dbdir:
-        command += ["--hashserv-db", os.path.join(dbdir, "hashserv.db")]
+    if database and os.path.isfile(database):
+        command += ["--hashserv-db", database]
     else:
         command += ["--no-equivalences"]
     logdir = os.path.join(d.getVar("LOG_DIR"), "equivcache")

@@ -13,15 +13,17 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.parse
 
 import pytest
 
-from conftest import need_bitbake
-from oeqa.utils.equivcache import SERVER, CacheServer, wait_for
+from conftest import POKY_DIR, need_bitbake
+from oeqa.utils.equivcache import SERVER, CacheServer, Nginx, free_port, wait_for
 
 need_bitbake()
 
@@ -301,3 +303,76 @@ def test_publish_to_refused_or_unreachable(served, tmp_path):
         one = run("publish", "--from", producer, "--to", served.url, *args)
         assert one.returncode == 2 and text in one.stderr, one
     assert cache_files(served.cache_dir) == set()
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="bitbake refuses to run as root")
+def test_publish_reads_the_build_configuration(served, tmp_path):
+    """SSTATE_DIR and the auto server's database outside the build directory,
+    DL_DIR in site.conf: publish (local and --to) finds them as bitbake does."""
+    outside = str(tmp_path / "outside")
+    make_producer(outside, [(h("a"), h("oa"), h("ua"), "a", "do_install")])
+    os.makedirs(os.path.join(outside, "dl"))
+    with open(os.path.join(outside, "dl", "a-1.0.tar.gz"), "w") as f:
+        f.write("source")
+    build = tmp_path / "build"
+    (build / "conf").mkdir(parents=True)
+    (build / "conf" / "bblayers.conf").write_text('BBPATH = "${TOPDIR}"\nBBLAYERS = "%s/meta"\n' % POKY_DIR)
+    (build / "conf" / "local.conf").write_text('DISTRO = "nodistro"\nSSTATE_DIR = "%s/sstate-cache"\n'
+                                               'PERSISTENT_DIR = "%s/cache"\n' % (outside, outside))
+    (build / "conf" / "site.conf").write_text('DL_DIR = "%s/dl"\n' % outside)
+    token = write_token(tmp_path, add_token(served.cache_dir, "ci-1"))
+    result = run("publish", "--from", str(build), "--to", served.url, "--token-file", token)
+    assert result.returncode == 0, result
+    assert "SSTATE_DIR %s/sstate-cache" % outside in result.stdout, result.stdout
+    assert "sstate: 2 files uploaded" in result.stdout and "downloads: 1 files uploaded" in result.stdout
+    assert "equivalences: 1 output hashes" in result.stdout
+    local = run("publish", "--from", str(build), str(tmp_path / "local-cache"))
+    assert local.returncode == 0 and "sstate: 2 files copied" in local.stdout, local
+
+
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin") is None or os.getuid() == 0,
+                    reason="needs nginx (Debian package nginx-light) and a user other than root")
+def test_nginx_proxies_uploads_with_tls(served, tmp_path):
+    """config --nginx --upload-port --tls-cert: a real nginx terminates TLS, serves the
+    mirror and passes uploads (within its body limit) to serve; publish --to https:// works."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    port = free_port()
+    site = run("config", "--nginx", "--bind", "127.0.0.1", "--http-port", str(port), "--upload-port",
+               str(served.http_port), "--max-upload-size", "64K", "--tls-cert", cert, "--tls-key", key,
+               served.cache_dir)
+    assert site.returncode == 0, site
+    assert "proxy_pass http://127.0.0.1:%d;" % served.http_port in site.stdout and "client_max_body_size 64k;" \
+        in site.stdout and "listen 127.0.0.1:%d ssl;" % port in site.stdout
+    nginx = Nginx(str(tmp_path), site.stdout, port)
+    try:
+        producer = str(tmp_path / "producer")
+        make_producer(producer, [(h("a%d" % i), h("oa%d" % i), h("ua%d" % i), "a", "do_install") for i in range(3)])
+        token = write_token(tmp_path, add_token(served.cache_dir, "ci-1"))
+        url = "https://127.0.0.1:%d" % port
+        env = dict(os.environ, SSL_CERT_FILE=cert)
+        result = subprocess.run([sys.executable, SERVER, "publish", "--from", producer, "--to", url, "--token-file",
+                                 token], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0 and "sstate: 6 files uploaded" in result.stdout, result
+        context = ssl.create_default_context(cafile=cert)
+
+        def through_nginx(method, path, body, headers):
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                return connection.getresponse().status
+            finally:
+                connection.close()
+        auth = "Basic " + base64.b64encode(open(token).read().strip().encode()).decode()
+        path = "/upload/v1/" + urllib.parse.quote(OBJECT)
+        assert through_nginx("PUT", path, b"x" * (65 << 10), {"Authorization": auth, "X-Equivcache-SHA256": "0" * 64}) \
+            == 413   # nginx's limit, before serve sees it
+        assert through_nginx("PUT", path, b"x", {"X-Equivcache-SHA256": hashlib.sha256(b"x").hexdigest()}) == 401
+        assert through_nginx("PUT", "/equivcache.json", b"x", {}) == 405
+        assert not os.path.exists(os.path.join(served.cache_dir, OBJECT))
+        check = run("check", served.cache_dir)
+        assert check.returncode == 0 and "consistent" in check.stdout, check
+    finally:
+        nginx.stop()

@@ -229,6 +229,13 @@ def make_parser():
     p.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT, help="mirror port")
     p.add_argument("--hashserv-port", type=port, default=DEFAULT_HASHSERV_PORT, help="read endpoint port")
     p.add_argument("--public-host", default="_", metavar="HOST", help="(nginx) server_name")
+    p.add_argument("--upload-port", type=port, metavar="PORT", help="(nginx) proxy the upload endpoint "
+                   "(/upload/v1/) to equivcache-server serve's http port on 127.0.0.1 (serve --bind 127.0.0.1 "
+                   "--http-port PORT)")
+    p.add_argument("--max-upload-size", type=size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
+                   help="(nginx) the largest upload body nginx passes on (default: 8G; as serve's)")
+    p.add_argument("--tls-cert", metavar="FILE", help="(nginx) serve https with this certificate (and --tls-key)")
+    p.add_argument("--tls-key", metavar="FILE", help="(nginx) the certificate's private key")
     p.add_argument("--user", default="equivcache", help="(systemd) the user the services run as")
     return parser
 
@@ -286,7 +293,11 @@ def db_password(args):
 def cmd_config(args):
     root = os.path.abspath(args.cache_dir)
     if args.nginx:
-        sys.stdout.write(prodconfig.nginx(root, args.public_host, args.http_port, args.bind))
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        sys.stdout.write(prodconfig.nginx(root, args.public_host, args.http_port, args.bind, args.upload_port,
+                                          args.max_upload_size, args.tls_cert and os.path.abspath(args.tls_cert),
+                                          args.tls_key and os.path.abspath(args.tls_key)))
     else:
         bitbake = find_bitbake(args.bitbake)
         database = saved_database(Layout(root))

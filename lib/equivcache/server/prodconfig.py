@@ -21,9 +21,11 @@ server {{
     sendfile on;
     tcp_nopush on;
 
-    # Read-only: GET and HEAD only.
-    if ($request_method !~ ^(GET|HEAD)$) {{ return 405; }}
-
+    # Read-only, but for the upload endpoint: GET and HEAD only.
+    set $equivcache_method $request_method;
+    if ($uri ~ ^/upload/v1/) {{ set $equivcache_method GET; }}
+    if ($equivcache_method !~ ^(GET|HEAD)$) {{ return 405; }}
+{upload}
     # Only what the mirror publishes; everything else is 404.
     location / {{ return 404; }}
     location = /equivcache.json {{ default_type application/json; expires -1; }}
@@ -67,13 +69,40 @@ ADMIN_ENV = "# HASHSERVER_ADMIN_PASSWORD, as equivcache-server serve generated i
             "EnvironmentFile={cache}/server/admin.env\n"
 
 
-def nginx(cache, host, port, bind=None):
-    """The site; on every address unless bind names one."""
+UPLOAD = """
+    # Remote producers' uploads (equivcache-server publish --to), passed to
+    # equivcache-server serve on loopback, which checks each producer token,
+    # path, size and SHA-256. Bodies are streamed, not buffered on disk.
+    location /upload/v1/ {{
+        client_max_body_size {limit};
+        proxy_request_buffering off;
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header Connection "";
+        proxy_read_timeout 300s;
+        proxy_send_timeout 300s;
+        proxy_pass http://127.0.0.1:{upstream};
+    }}
+"""
+
+TLS = """    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;"""
+
+
+def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_cert=None, tls_key=None):
+    """The site; on every address unless bind names one; with TLS if given
+    a certificate and key; with the upload endpoint proxied to serve's
+    http port on loopback if upload_port is given."""
+    ssl = " ssl" if tls_cert else ""
     if bind in (None, "", "0.0.0.0", "::"):
-        listen = "    listen %d;\n    listen [::]:%d;" % (port, port)
+        listen = "    listen %d%s;\n    listen [::]:%d%s;" % (port, ssl, port, ssl)
     else:
-        listen = "    listen %s:%d;" % ("[%s]" % bind if ":" in bind else bind, port)
-    return NGINX.format(cache=cache, host=host, listen=listen)
+        listen = "    listen %s:%d%s;" % ("[%s]" % bind if ":" in bind else bind, port, ssl)
+    if tls_cert:
+        listen += "\n" + TLS.format(cert=tls_cert, key=tls_key)
+    upload = UPLOAD.format(limit="%dk" % -(-max_upload // 1024), upstream=upload_port) if upload_port else ""
+    return NGINX.format(cache=cache, host=host, listen=listen, upload=upload)
 
 
 def systemd(cache, bitbake, python, user, bind, hashserv_port, database):

@@ -210,6 +210,37 @@ class PostgreSQL:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class Nginx:
+    """A real nginx (Debian's nginx-light) serving `site` (a server block, as
+    equivcache-server config --nginx prints it) with its files in `directory`,
+    until stop(); `port` is where the site listens (waited for)."""
+
+    def __init__(self, directory, site, port):
+        conf = os.path.join(directory, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("daemon off;\npid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\nhttp {\n"
+                    "access_log off;\nclient_body_temp_path %s;\nproxy_temp_path %s;\nfastcgi_temp_path %s;\n"
+                    "uwsgi_temp_path %s;\nscgi_temp_path %s;\n%s}\n" % ((directory,) * 7 + (site,)))
+        nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
+        check = subprocess.run([nginx, "-t", "-p", directory, "-c", conf], capture_output=True, text=True)
+        if check.returncode:
+            raise RuntimeError("nginx -t: %s" % check.stderr)
+        self.process = subprocess.Popen([nginx, "-p", directory, "-c", conf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 30, "nginx did not listen")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
 class CacheServer:
     """equivcache-server serve CACHE_DIR as a child process, on free loopback ports."""
 

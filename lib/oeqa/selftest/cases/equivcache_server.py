@@ -5,14 +5,16 @@
 # by a build directory configured from the server's URL alone.
 #   oe-selftest -r equivcache_server
 
+import glob
 import os
 import shutil
 import time
 
 from oeqa.core.decorator import OETestTag
-from oeqa.selftest.cases.equivcache_base import CHAIN, SERVER, ProducerTestCase
+from oeqa.selftest.cases.equivcache_base import CHAIN, SERVER, ProducerTestCase, fresh_bitbake_server
 from oeqa.utils.commands import runCmd
-from oeqa.utils.equivcache import PostgreSQL, database_rows, executed_tasks, sstate_summary, warnings
+from oeqa.utils.equivcache import (CacheServer, PostgreSQL, database_rows, executed_tasks, sstate_summary,
+                                   wait_for, warnings)
 
 from equivcache.server import gc
 from equivcache.server.layout import Layout
@@ -64,6 +66,53 @@ class EquivCacheServerTests(ProducerTestCase):
         self.assertRegex(output, r"equivalences: [1-9]\d* output hashes \([1-9]\d* new\)")
         self.assertFalse(os.path.exists(os.path.join(cache_dir, "hashserv.db")))
         self.assertGreater(int(postgres.query("SELECT COUNT(*) FROM outhashes_v2")), 0)
+        self.assert_published_cache_works(server)
+
+    def test_remote_producer(self):
+        """A producer build with EQUIVCACHE_PUBLISH publishes to a served cache at build end, in
+        the background; publish --to from its build directory (SSTATE_DIR outside it, as bitbake
+        resolves it) then sends nothing; a consumer gets 100%; a refused token is one warning."""
+        cache_dir = os.path.join(self.workdir, "cache")
+        server = CacheServer(cache_dir)
+        self.addCleanup(server.stop)
+        token = os.path.join(self.workdir, "ci-1.token")
+        with open(token, "w") as f:
+            f.write(runCmd([SERVER, "token", "add", "ci-1", cache_dir]).output.splitlines()[-1])
+        producer = ('TMPDIR = "{p}/tmp"\nSSTATE_DIR = "{p}/sstate-cache"\nPERSISTENT_DIR = "{p}/persistent"\n'
+                    'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\nEQUIVCACHE_TEST_SAME_OUTPUT = "1"\n'
+                    'INHERIT += "equivcache"\nEQUIVCACHE_PUBLISH = "{u}"\nEQUIVCACHE_PUBLISH_TOKEN_FILE = "{t}"\n'
+                    ).format(p=self.producer, u=server.url, t=token)
+        self.write_config(producer)
+        output = self.build()
+        self.assertIn("equivcache: publishing this build to %s in the background" % server.url, output)
+        logs = glob.glob(os.path.join(self.producer, "tmp*", "log", "equivcache", "publish.log"))
+        self.assertEqual(len(logs), 1, msg=output)
+        log = logs[0]
+
+        def published():
+            with open(log) as f:
+                text = f.read()
+            self.assertNotIn("equivcache-server:", text, msg=text)   # an error line
+            return "publish: done" in text
+        wait_for(published, 120, "the background publish did not finish")
+        with open(log) as f:
+            text = f.read()
+        self.assertRegex(text, r"sstate: [1-9]\d* files uploaded", msg=text)
+        self.assertRegex(text, r"equivalences: [1-9]\d* output hashes", msg=text)
+        self.assertIn("consistent", runCmd([SERVER, "check", cache_dir]).output)
+
+        fresh_bitbake_server(self.builddir)
+        again = runCmd([SERVER, "publish", "--from", self.builddir, "--to", server.url, "--token-file", token])
+        self.assertIn("SSTATE_DIR %s/sstate-cache" % self.producer, again.output)
+        self.assertRegex(again.output, r"sstate: 0 files uploaded \(0 B\), [1-9]\d* already present", msg=again.output)
+
+        with open(token, "w") as f:
+            f.write("ci-1:wrong")
+        output = self.build()
+        self.assertEqual([w for w in warnings(output) if "not published" in w],
+                         ["equivcache: this build was not published: %s refused token ci-1 (401): check "
+                          "EQUIVCACHE_PUBLISH_TOKEN_FILE, or ask for a new token (equivcache-server token add)"
+                          % server.url], msg=output)
         self.assert_published_cache_works(server)
 
     def test_read_only_endpoint(self):
