@@ -8,7 +8,6 @@
 # detached from bitbake, its output in ${LOG_DIR}/equivcache/publish.log.
 # The build's own paths are handed to it: no second configuration parse.
 
-import base64
 import json
 import os
 import subprocess
@@ -19,24 +18,21 @@ import urllib.request
 import bb
 
 from equivcache.probe import describe_error
+from equivcache.uploadapi import PREFIX, TokenFileError, basic_auth, read_token_file
 
 LOG = "publish.log"
 
 
 def _precheck(url, token_file, timeout):
     """None if the cache takes this token's uploads, else why not (one line)."""
-    from equivcache.server.tokens import read_token_file
-    from equivcache.server.uploads import PREFIX
-    from equivcache.cli import UsageError
     try:
         name, secret = read_token_file(token_file)
-    except UsageError as e:
-        return str(e).replace("--token-file", "EQUIVCACHE_PUBLISH_TOKEN_FILE")
+    except TokenFileError as e:
+        return "EQUIVCACHE_PUBLISH_TOKEN_FILE %s" % e
     request = urllib.request.Request(url.rstrip("/") + PREFIX + "missing", data=json.dumps({"files": []}).encode(),
                                      method="POST", headers={
                                          "Content-Type": "application/json",
-                                         "Authorization": "Basic " + base64.b64encode(
-                                             ("%s:%s" % (name, secret)).encode()).decode()})
+                                         "Authorization": basic_auth(name, secret)})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             answer.read()

@@ -25,6 +25,7 @@ ADAPTERS = {
     "configcheck.py",
     "buildreport.py",
     "sstatecheck.py",
+    "buildpublish.py",
     "doctor/command.py",
     "server/endpoints.py",
 }

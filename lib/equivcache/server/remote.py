@@ -8,7 +8,6 @@
 # way a build reports them; one commit updates the cache's indexes.
 # bitbake's hashserv client is imported from the bitbake directory found.
 
-import base64
 import contextlib
 import hashlib
 import http.client
@@ -28,7 +27,7 @@ from equivcache.server.endpoints import import_hashserv
 from equivcache.server.producer import producer_paths
 from equivcache.server.publish import newest_build_configuration, published_unihashes
 from equivcache.server.tokens import read_token_file
-from equivcache.server.uploads import PREFIX, SHA256_HEADER
+from equivcache.uploadapi import PREFIX, SHA256_HEADER, basic_auth
 
 TIMEOUT = 60
 BLOCK = 1 << 20
@@ -46,7 +45,7 @@ class Upload:
         self.name = name
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self.connection = cls(parts.hostname, parts.port, timeout=timeout, blocksize=BLOCK)
-        self.auth = "Basic " + base64.b64encode(("%s:%s" % (name, secret)).encode()).decode()
+        self.auth = basic_auth(name, secret)
 
     def request(self, method, path, body=None, headers=None):
         """(status, JSON answer) of one request; a connection lost is retried once."""

@@ -18,9 +18,8 @@ import hashlib
 import hmac
 import json
 import os
-import re
 
-from equivcache import files
+from equivcache import files, uploadapi
 from equivcache.cli import Failure, UsageError
 from equivcache.formatting import utc_iso
 
@@ -29,7 +28,6 @@ FORMAT = "equivcache-tokens"
 VERSION = 1
 # What each role may do: upload files, and the hashserv permissions of its user.
 ROLES = {"producer": ("@read", "@report"), "reader": ("@read",)}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def digest(secret):
@@ -37,24 +35,18 @@ def digest(secret):
 
 
 def check_name(name):
-    if not _NAME.match(name or ""):
+    if not uploadapi.TOKEN_NAME.match(name or ""):
         raise UsageError("token name %r: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
                          "digit" % name)
     return name
 
 
 def read_token_file(path):
-    """(name, secret) of a token file."""
+    """(name, secret) of a token file (uploadapi.read_token_file), a UsageError if unusable."""
     try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError as e:
-        raise UsageError("--token-file %s: %s" % (path, e.strerror))
-    name, sep, secret = text.partition(":")
-    if not sep or not secret or "\n" in text or not _NAME.match(name):
-        raise UsageError("--token-file %s: not a token file (one line NAME:SECRET, as `equivcache-server token "
-                         "add` prints it)" % path)
-    return name, secret
+        return uploadapi.read_token_file(path)
+    except uploadapi.TokenFileError as e:
+        raise UsageError("--token-file %s" % e)
 
 
 class TokenStore:

@@ -29,14 +29,13 @@ import time
 import urllib.parse
 
 from equivcache import names
+from equivcache.uploadapi import PREFIX, SHA256_HEADER
 from equivcache.server.cache import AREAS, Refused
 from equivcache.server.mirrorhttp import MirrorHandler
 from equivcache.server.producer import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
 
 logger = logging.getLogger("equivcache.uploads")
 
-PREFIX = "/upload/v1/"
-SHA256_HEADER = "X-Equivcache-SHA256"
 DEFAULT_MAX_UPLOAD = 8 << 30
 MANIFEST_LIMIT = 64 << 20
 _COMPONENT = re.compile(r"^[A-Za-z0-9_+@%,=~][A-Za-z0-9._+:@%,=~-]{0,254}$")

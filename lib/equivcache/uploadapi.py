@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: MIT
+#
+# What a producer and a cache's upload endpoint agree on (the endpoint is
+# lib/equivcache/server/uploads.py): the URL prefix, the header carrying a
+# file's SHA-256, the token file and HTTP Basic authentication with it.
+# Here, at the top of the package, so that the class (EQUIVCACHE_PUBLISH)
+# can check a token without importing the server. Pure Python: no bb import.
+
+import base64
+import re
+
+PREFIX = "/upload/v1/"
+SHA256_HEADER = "X-Equivcache-SHA256"
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class TokenFileError(ValueError):
+    """A token file that cannot be used."""
+
+
+def read_token_file(path):
+    """(name, secret) of a token file: one line NAME:SECRET, as `equivcache-server token add` prints it."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError as e:
+        raise TokenFileError("%s: %s" % (path, e.strerror))
+    name, sep, secret = text.partition(":")
+    if not sep or not secret or "\n" in text or not TOKEN_NAME.match(name):
+        raise TokenFileError("%s: not a token file (one line NAME:SECRET, as `equivcache-server token add` "
+                             "prints it)" % path)
+    return name, secret
+
+
+def basic_auth(name, secret):
+    """The Authorization header's value for a token."""
+    return "Basic " + base64.b64encode(("%s:%s" % (name, secret)).encode("utf-8")).decode("ascii")
