@@ -6,8 +6,10 @@
 #   oe-selftest -r equivcache_server
 
 import glob
+import json
 import os
 import shutil
+import subprocess
 import time
 
 from oeqa.core.decorator import OETestTag
@@ -16,6 +18,7 @@ from oeqa.utils.commands import runCmd
 from oeqa.utils.equivcache import (CacheServer, PostgreSQL, database_rows, executed_tasks, sstate_summary,
                                    wait_for, warnings)
 
+from equivcache import names
 from equivcache.server import gc
 from equivcache.server.layout import Layout
 
@@ -113,6 +116,55 @@ class EquivCacheServerTests(ProducerTestCase):
                          ["equivcache: this build was not published: %s refused token ci-1 (401): check "
                           "EQUIVCACHE_PUBLISH_TOKEN_FILE, or ask for a new token (equivcache-server token add)"
                           % server.url], msg=output)
+        self.assert_published_cache_works(server)
+
+    def test_producers_at_once(self):
+        """Three producers publish --to one served cache at the same time, gc running: the shared
+        producer (A with an equivalent change), one that built the same A and B and another C output,
+        one with a new A output. check is clean, every object is there once, and a fresh consumer
+        set up by equivcache-client gets 100% from the mirror."""
+        cache_dir = os.path.join(self.workdir, "cache")
+        server = CacheServer(cache_dir)
+        self.addCleanup(server.stop)
+        areas = [(self.producer, None)]
+        for name, knob in (("p2", 'EQUIVCACHE_TEST_C_OUTPUT = "1"'), ("p3", 'EQUIVCACHE_TEST_NEW_OUTPUT = "1"')):
+            area = os.path.join(self.workdir, name)
+            self.write_config('TMPDIR = "{a}/tmp"\nSSTATE_DIR = "{a}/sstate-cache"\nPERSISTENT_DIR = "{a}/persistent"\n'
+                              'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n{k}\n'.format(a=area, k=knob))
+            self.build()
+            areas.append((area, knob))
+        fresh_bitbake_server(self.builddir)
+        publishes = []
+        for n, (area, _) in enumerate(areas):
+            token = os.path.join(self.workdir, "ci-%d.token" % n)
+            with open(token, "w") as f:
+                f.write(runCmd([SERVER, "token", "add", "ci-%d" % n, cache_dir]).output.splitlines()[-1])
+            stamps = glob.glob(os.path.join(area, "tmp*", "stamps"))
+            publishes.append(subprocess.Popen(
+                [SERVER, "publish", "--from", self.builddir, "--to", server.url, "--token-file", token,
+                 "--sstate-dir", os.path.join(area, "sstate-cache"), "--stamps-dir", stamps[0],
+                 "--downloads-dir", os.path.join(self.workdir, "no-downloads"),
+                 "--hashserv-db", os.path.join(area, "persistent", "hashserv.db")],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        gcs = 0
+        while any(p.poll() is None for p in publishes) or not gcs:
+            result = runCmd([SERVER, "gc", "--max-size", "10G", cache_dir])
+            self.assertIn("gc: 0 of", result.output)
+            gcs += 1
+        outputs = [p.communicate()[0] for p in publishes]
+        for p, output in zip(publishes, outputs):
+            self.assertEqual(p.returncode, 0, msg=output)
+            self.assertRegex(output, r"equivalences: [1-9]\d* output hashes", msg=output)
+        self.assertIn("consistent", runCmd([SERVER, "check", cache_dir]).output)
+        with open(os.path.join(cache_dir, "index.json")) as f:
+            objects = [o for o in json.load(f)["objects"] if o["path"]]
+        self.assertEqual(len(objects), len({o["path"] for o in objects}))
+        produced = set()
+        for area, _ in areas:
+            produced |= {os.path.basename(rel) for rel, _, parsed in names.sstate_files(os.path.join(area, "sstate-cache"))
+                         if parsed[3] == "object"}
+        self.assertEqual({os.path.basename(o["path"]) for o in objects}, produced,
+                         msg="\n".join(outputs))
         self.assert_published_cache_works(server)
 
     def test_read_only_endpoint(self):
