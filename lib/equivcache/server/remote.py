@@ -13,10 +13,13 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 from equivcache import descriptor as desc
 from equivcache.cli import Failure, Progress, UsageError
@@ -31,6 +34,18 @@ from equivcache.uploadapi import PREFIX, SHA256_HEADER, basic_auth
 
 TIMEOUT = 60
 BLOCK = 1 << 20
+CONNECTIONS = 2
+
+
+def _no_delay(cls):
+    """An http.client connection class with TCP_NODELAY: a PUT's headers and
+    body go out in separate writes, which Nagle's algorithm would hold until
+    the server's delayed ACK (40 ms an upload)."""
+    class Connection(cls):
+        def connect(self):
+            super().connect()
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Connection
 
 
 class Upload:
@@ -43,7 +58,7 @@ class Upload:
         self.url = url.rstrip("/")
         self.base = parts.path.rstrip("/")
         self.name = name
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        cls = _no_delay(http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)
         self.connection = cls(parts.hostname, parts.port, timeout=timeout, blocksize=BLOCK)
         self.auth = basic_auth(name, secret)
 
@@ -115,6 +130,34 @@ class Upload:
         self.connection.close()
 
 
+def upload_files(connections, area, source, files, what):
+    """Upload (relative path, size) files of source to area, over the
+    connections at once (one file each at a time: the server's checks and
+    syncs overlap). Returns (files stored, bytes)."""
+    progress = Progress("uploading " + what, len(files))
+    pending = iter(files)
+    lock = threading.Lock()
+    stored = []
+
+    def work(connection):
+        while True:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            rel, size = item
+            if connection.put("%s/%s" % (area, rel.replace(os.sep, "/")), os.path.join(source, rel)):
+                with lock:
+                    stored.append(size)
+            with lock:
+                progress.step()
+    with ThreadPoolExecutor(len(connections)) as pool:
+        for result in [pool.submit(work, c) for c in connections]:
+            result.result()   # the first failure, raised here
+    progress.close()
+    return len(stored), sum(stored)
+
+
 def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, downloads_dir=None, hashserv_db=None,
                    stamps_dirs=None, hashserv_address=None, equivalences=True, out=sys.stdout):
     """Publish a producer's build to the cache served at url (without its
@@ -135,18 +178,17 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         missing = set(upload.post("missing", {"files": manifest})["missing"])
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
-        for area, files, source, what in trees:
-            wanted = [(rel, size) for rel, size in files if "%s/%s" % (area, rel.replace(os.sep, "/")) in missing]
-            sent = size_sent = 0
-            progress = Progress("uploading " + what, len(wanted))
-            for rel, size in wanted:
-                if upload.put("%s/%s" % (area, rel.replace(os.sep, "/")), os.path.join(source, rel)):
-                    sent += 1
-                    size_sent += size
-                progress.step()
-            progress.close()
-            out.write("%s: %d files uploaded (%s), %d already present, from %s\n"
-                      % (what, sent, human(size_sent), len(files) - sent, source))
+        connections = [upload] + [Upload(url, name, secret) for _ in range(CONNECTIONS - 1)]
+        try:
+            for area, files, source, what in trees:
+                wanted = [(rel, size) for rel, size in files
+                          if "%s/%s" % (area, rel.replace(os.sep, "/")) in missing]
+                sent, size_sent = upload_files(connections, area, source, wanted, what)
+                out.write("%s: %d files uploaded (%s), %d already present, from %s\n"
+                          % (what, sent, human(size_sent), len(files) - sent, source))
+        finally:
+            for connection in connections[1:]:
+                connection.close()
         paths.say_absent(out)
 
         superseded = set()

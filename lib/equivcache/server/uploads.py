@@ -73,6 +73,9 @@ class CacheHandler(MirrorHandler):
 
     server_version = "equivcache-cache"
     timeout = 300   # a client silent this long loses its connection (and its upload under way)
+    # Headers and body go out in separate writes: without TCP_NODELAY each
+    # answer on a kept-alive connection waits for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     def do_PUT(self):
         self.upload("PUT")
