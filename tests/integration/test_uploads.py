@@ -8,6 +8,7 @@
 
 import base64
 import contextlib
+import filecmp
 import glob
 import hashlib
 import http.client
@@ -376,3 +377,35 @@ def test_nginx_proxies_uploads_with_tls(served, tmp_path):
         assert check.returncode == 0 and "consistent" in check.stdout, check
     finally:
         nginx.stop()
+
+
+def test_publish_killed_mid_upload(tmp_path):
+    """SIGKILL of a real publish --to while a large object is on its way: no partial file under a
+    published name, nothing lost; the next publish completes and check is clean."""
+    server = CacheServer(str(tmp_path / "cache"))
+    try:
+        producer = str(tmp_path / "producer")
+        make_producer(producer, [(h("big%d" % i), h("obig%d" % i), h("ubig%d" % i), "big", "do_install")
+                                 for i in range(4)])
+        for path in glob.glob(os.path.join(producer, "sstate-cache", "*", "*", "*.tar.zst")):
+            with open(path, "wb") as f:
+                f.write(os.urandom(48 << 20))
+        token = write_token(tmp_path, add_token(server.cache_dir, "ci-1"))
+        publish = subprocess.Popen([sys.executable, SERVER, "publish", "--from", producer, "--to", server.url,
+                                    "--token-file", token], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: glob.glob(os.path.join(server.cache_dir, "sstate-cache", "*", "*", ".upload-*")), 60,
+                 "no upload under way")
+        publish.send_signal(signal.SIGKILL)
+        publish.wait()
+        wait_for(lambda: not glob.glob(os.path.join(server.cache_dir, "sstate-cache", "*", "*", ".upload-*")), 60,
+                 "a temporary file stayed")
+        for path in cache_files(server.cache_dir):   # whatever took its name is whole
+            rel = path.split("sstate-cache/", 1)[1]
+            assert filecmp.cmp(os.path.join(server.cache_dir, path), os.path.join(producer, "sstate-cache", rel), False)
+        again = run("publish", "--from", producer, "--to", server.url, "--token-file", token)
+        assert again.returncode == 0, again
+        check = run("check", server.cache_dir)
+        assert check.returncode == 0 and "consistent" in check.stdout, check
+        assert len(cache_files(server.cache_dir)) == 8
+    finally:
+        server.stop()
