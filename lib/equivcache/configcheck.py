@@ -21,7 +21,7 @@ import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
 from equivcache import descriptor as desc
-from equivcache import files, knowncaches, probe, rules
+from equivcache import files, knowncaches, probe, rules, sstateusers
 from equivcache.outage import claim_once
 from equivcache.mirrors import parse_mirrors
 
@@ -84,7 +84,7 @@ def handler_info(name):
 def gather(d):
     handler = d.getVar("BB_SIGNATURE_HANDLER") or "noop"
     exists, uses_server = handler_info(handler)
-    return rules.Settings(
+    settings = rules.Settings(
         sstate_mirrors=d.getVar("SSTATE_MIRRORS") or "",
         hashserve=d.getVar("BB_HASHSERVE") or "",
         upstream=d.getVar("BB_HASHSERVE_UPSTREAM") or "",
@@ -106,6 +106,17 @@ def gather(d):
         and "BB_HASHSERVE_DB_DIR" in (d.getVar("check_sanity_everybuild", False) or ""),
         auto_server=auto_server_started(d),
     )
+    if settings.sstate_dir and settings.topdir and settings.database:
+        settings.sstate_sharers = sstateusers.others(settings.sstate_dir, settings.topdir, settings.database)
+        settings.sstate_filesystem = sstateusers.network_filesystem(settings.sstate_dir)
+    return settings
+
+
+def note_sstate_user(settings):
+    """Record this build in its SSTATE_DIR, if that is outside the build directory."""
+    if settings.hashserve == "auto" and settings.topdir and settings.sstate_dir and settings.database \
+            and not rules.inside(settings.sstate_dir, settings.topdir):
+        sstateusers.note(settings.sstate_dir, settings.topdir, settings.database)
 
 
 def database_dir_variable():
@@ -407,6 +418,7 @@ def on_config_parsed(d):
     stale = rules.evaluate_rule("stale-hash-server", settings)
     findings = [f for f in findings if f.rule != "stale-hash-server"] + rules.select(stale, ignore)
     note_auto_server(d, settings)
+    note_sstate_user(settings)
     forget_stale_unihashes(d, bool(stale))
     save(d, key, changes)
 

@@ -45,6 +45,8 @@ class Settings:
     database: str = ""                # the hashserv.db an auto server uses (BB_HASHSERVE_DB_DIR or PERSISTENT_DIR)
     database_dir_variable: bool = False   # bitbake reads BB_HASHSERVE_DB_DIR (wrynose)
     stock_warns_shared_sstate: bool = False  # sanity.bbclass itself warns about a private database here
+    sstate_sharers: list = field(default_factory=list)  # other builds recorded in SSTATE_DIR: [(topdir, database)]
+    sstate_filesystem: str = ""       # SSTATE_DIR's file system type if a network one (nfs, cifs, ...), else ""
     auto_server: dict = None          # what this bitbake server started its auto server with, if not what is set now
 
 
@@ -367,12 +369,18 @@ def inside(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-@rule("shared-sstate-private-database", "SSTATE_DIR shared with other builds, the equivalence database private")
+@rule("shared-sstate-private-database", "SSTATE_DIR shared with other builds (recorded there, or a network file "
+      "system), the equivalence database private")
 def check_shared_sstate_private_database(c):
+    """Only with evidence that SSTATE_DIR is shared: another build recorded
+    as using it with another database, or a network file system."""
     s = c.settings
     if not (s.handler_uses_server and s.hashserve == "auto" and s.topdir and s.sstate_dir and s.database):
         return
     if inside(s.sstate_dir, s.topdir) or not inside(s.database, s.topdir) or s.stock_warns_shared_sstate:
+        return
+    others = [(topdir, database) for topdir, database in s.sstate_sharers if database != s.database]
+    if not others and not s.sstate_filesystem:
         return
     if s.database_dir_variable:
         fix = "Set BB_HASHSERVE_DB_DIR = \"%s\" (one database beside the objects) in every build that shares it" \
@@ -382,11 +390,17 @@ def check_shared_sstate_private_database(c):
         fix = "Give the builds one database: serve it (equivcache-server, then BB_HASHSERVE_UPSTREAM to it in " \
               "each build), or set one PERSISTENT_DIR outside the build directories for all of them"
         fixes = {}
+    if others:
+        shown = ["%s (database %s)" % other for other in others[:3]]
+        if len(others) > 3:
+            shown.append("%d more" % (len(others) - 3))
+        evidence = "is shared with the build%s in %s" % ("s" if len(others) > 1 else "", ", ".join(shown))
+    else:
+        evidence = "is on a network file system (%s), so other machines' builds share it" % s.sstate_filesystem
     yield Finding("shared-sstate-private-database",
-                  "SSTATE_DIR = \"%s\" is outside this build directory, so other builds may share it, but the "
-                  "hash equivalence database %s is this build's own: an equivalence one build learns is unknown "
-                  "to the others, and the objects it stored under an equivalent unihash miss there. %s."
-                  % (s.sstate_dir, s.database, fix), fixes)
+                  "SSTATE_DIR = \"%s\" %s, but the hash equivalence database %s is this build's own: an "
+                  "equivalence one build learns is unknown to the others, and the objects it stored under an "
+                  "equivalent unihash miss there. %s." % (s.sstate_dir, evidence, s.database, fix), fixes)
 
 
 @rule("stale-hash-server", "a running bitbake server keeps an auto hash equivalence server started with other settings")

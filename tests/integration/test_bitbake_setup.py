@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from conftest import LAYERDIR, POKY_DIR, need_bitbake
-from oeqa.utils.equivcache import executed_tasks
+from oeqa.utils.equivcache import SERVER, executed_tasks
 
 need_bitbake()
 
@@ -80,3 +80,15 @@ def test_bitbake_setup_init_and_build(tmp_path):
     assert output.splitlines()[0] == "EquivCacheHash", output[:2000]
     assert "equivcache-c-native:do_install" in executed_tasks(output), output[-6000:]
     assert re.search(r"^equivcache: setscene ", output, re.MULTILINE), output[-6000:]
+
+    # publish from that build directory: bitbake-setup's shared site.conf puts
+    # SSTATE_DIR and DL_DIR outside it, and publish finds them as bitbake does.
+    site = subprocess.run(["bash", "-c", ". ./init-build-env >/dev/null && bitbake-getvar --value -q SSTATE_DIR"],
+                          cwd=str(build), env=env, capture_output=True, text=True, timeout=300)
+    sstate_dir = site.stdout.strip().splitlines()[-1]
+    assert not sstate_dir.startswith(str(build) + "/"), site.stdout
+    published = subprocess.run([SERVER, "publish", "--from", str(build), str(tmp_path / "cache")],
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert published.returncode == 0, published
+    assert "SSTATE_DIR %s" % sstate_dir in published.stdout, published.stdout
+    assert re.search(r"^sstate: [1-9]\d* files copied", published.stdout, re.MULTILINE), published.stdout

@@ -33,6 +33,6 @@ EXAMPLES = {
     "descriptor": (equiv(), {}, None, "http://cache:8080/equivcache.json: HTTP 404 Not Found"),
     "descriptor-server-mismatch": (equiv(sstate_mirrors=MIRROR, upstream="other:8686"), {}, DESCRIPTOR, None),
     "native-lsb-mismatch": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686", nativelsbstring="fedora-40"), {}, DESCRIPTOR, None),
-    "shared-sstate-private-database": (equiv(topdir="/work/build", sstate_dir="/srv/sstate-cache", database="/work/build/cache/hashserv.db", database_dir_variable=True), {}, None, None),
+    "shared-sstate-private-database": (equiv(topdir="/work/build", sstate_dir="/srv/sstate-cache", database="/work/build/cache/hashserv.db", database_dir_variable=True, sstate_sharers=[("/work/build-arm", "/work/build-arm/cache/hashserv.db")]), {}, None, None),
     "stale-hash-server": (equiv(upstream="cache:8686", topdir="/work/build", database="/work/build/cache/hashserv.db", auto_server={"upstream": "", "database": "/work/build/cache/hashserv.db"}), {}, None, None),
 }

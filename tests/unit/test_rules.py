@@ -21,6 +21,7 @@ def rules(settings, probes=None, descriptor=None, error=None):
 
 
 SPLIT = dict(topdir="/work/build", sstate_dir="/srv/sstate-cache", database="/work/build/cache/hashserv.db")
+SHARED = dict(SPLIT, sstate_sharers=[("/work/other", "/work/other/cache/hashserv.db")])
 
 # (name, settings, probes, descriptor, expected rules)
 TABLE = [
@@ -73,12 +74,17 @@ TABLE = [
     ("other host uninative", equiv(sstate_mirrors=HTTP, upstream="127.0.0.1:8686", nativelsbstring="fedora-40",
                                    uninative=True), {}, DESCRIPTOR, []),
     # one sstate directory, several databases
-    ("shared sstate, private database", equiv(**SPLIT), {}, None, ["shared-sstate-private-database"]),
-    ("shared sstate, stock warns", equiv(stock_warns_shared_sstate=True, **SPLIT), {}, None, []),
-    ("shared sstate, shared database", equiv(**dict(SPLIT, database="/srv/sstate-cache/hashserv.db")), {}, None, []),
-    ("sstate inside", equiv(**dict(SPLIT, sstate_dir="/work/build/sstate-cache")), {}, None, []),
-    ("shared sstate, remote server", equiv(hashserve="h:1", **dict(SPLIT, database="")), {}, None, []),
-    ("prefix is not inside", equiv(**dict(SPLIT, sstate_dir="/work/build2/sstate")), {}, None,
+    ("shared sstate, private database", equiv(**SHARED), {}, None, ["shared-sstate-private-database"]),
+    ("outside sstate, no other build", equiv(**SPLIT), {}, None, []),
+    ("outside sstate, other build same database", equiv(**dict(SPLIT, sstate_sharers=[
+        ("/work/build2", "/work/build/cache/hashserv.db")])), {}, None, []),
+    ("outside sstate on nfs", equiv(**dict(SPLIT, sstate_filesystem="nfs4")), {}, None,
+     ["shared-sstate-private-database"]),
+    ("shared sstate, stock warns", equiv(stock_warns_shared_sstate=True, **SHARED), {}, None, []),
+    ("shared sstate, shared database", equiv(**dict(SHARED, database="/srv/sstate-cache/hashserv.db")), {}, None, []),
+    ("sstate inside", equiv(**dict(SHARED, sstate_dir="/work/build/sstate-cache")), {}, None, []),
+    ("shared sstate, remote server", equiv(hashserve="h:1", **dict(SHARED, database="")), {}, None, []),
+    ("prefix is not inside", equiv(**dict(SHARED, sstate_dir="/work/build2/sstate")), {}, None,
      ["shared-sstate-private-database"]),
     # a running bitbake server's auto server
     ("same auto server", equiv(upstream="h:1", database="/b/hashserv.db",
@@ -111,9 +117,9 @@ def test_every_rule_is_in_the_table():
 def test_split_database_fix_per_release():
     """wrynose's bitbake reads BB_HASHSERVE_DB_DIR: the fix puts the database beside the objects;
     scarthgap's does not: no fix, and the message says what to do instead."""
-    (f,) = evaluate(equiv(database_dir_variable=True, **SPLIT))
+    (f,) = evaluate(equiv(database_dir_variable=True, **SHARED))
     assert f.fixes == {"BB_HASHSERVE_DB_DIR": "/srv/sstate-cache"}
-    (f,) = evaluate(equiv(**SPLIT))
+    (f,) = evaluate(equiv(**SHARED))
     assert f.fixes == {} and "PERSISTENT_DIR" in f.message and "BB_HASHSERVE_DB_DIR" not in f.message
 
 

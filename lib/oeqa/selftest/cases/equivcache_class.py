@@ -135,11 +135,12 @@ class EquivCacheClassTests(ProducerTestCase):
         self.assert_full_match(output)
 
     def test_shared_sstate_private_database(self):
-        """SSTATE_DIR outside the build directory, so shared, and the auto server's database inside it: the
-        producer's equivalences are unknown here, and its objects miss although they are in SSTATE_DIR.
-        With OEEquivHash, wrynose's sanity.bbclass warns and the class does not repeat it; scarthgap's says
-        nothing and the class does. With EquivCacheHash in fix mode, wrynose gets BB_HASHSERVE_DB_DIR =
-        SSTATE_DIR: the database shared there gives 100%; scarthgap has no such variable and keeps the warning."""
+        """SSTATE_DIR outside the build directory and the auto server's database inside it. A first build
+        there gets no finding: nothing says SSTATE_DIR is shared. A second build using it with its own
+        database gets one naming the first (the producer's objects miss for it although they are in
+        SSTATE_DIR). With OEEquivHash, wrynose's sanity.bbclass warns anyway and the class does not repeat
+        it. With EquivCacheHash in fix mode, wrynose gets BB_HASHSERVE_DB_DIR = SSTATE_DIR: the database
+        shared there gives 100%; scarthgap has no such variable and keeps the warning."""
         from equivcache.configcheck import database_dir_variable
         shared = os.path.join(os.path.dirname(self.builddir), "ec-shared-sstate")   # outside TOPDIR
         shutil.rmtree(shared, ignore_errors=True)
@@ -147,11 +148,26 @@ class EquivCacheClassTests(ProducerTestCase):
         self.addCleanup(shutil.rmtree, shared, True)
         stock = "Sstate directory is shared between several builds"
         rule = "equivcache: [shared-sstate-private-database] "
+        base = 'BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\nSSTATE_DIR = "%s"\n' % shared
 
-        self.consumer('BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\nSSTATE_DIR = "%s"\n' % shared)
+        first = os.path.join(self.workdir, "first")
+        self.consumer(base, workdir=first)
+        output = self.build(DRY_RUN)
+        self.assertNotIn(stock, output)
+        self.assertEqual([w for w in warnings(output) if w.startswith(rule)], [], msg=output)
+
+        self.consumer(base, workdir=os.path.join(self.workdir, "second"))
         output = self.build(DRY_RUN)
         summary = sstate_summary(output)
         self.assertLess(summary["local"], summary["wanted"], msg="the objects should miss here:\n%s" % output)
+        ours = [w for w in warnings(output) if w.startswith(rule)]
+        self.assertEqual(len(ours), 1, msg=output)
+        self.assertIn('SSTATE_DIR = "%s" is shared with the build in %s (database %s/persistent/hashserv.db)'
+                      % (shared, self.builddir, first), ours[0])
+        self.assertIn("BB_HASHSERVE_DB_DIR" if database_dir_variable() else "PERSISTENT_DIR", ours[0])
+
+        self.consumer(base.replace("EquivCacheHash", "OEEquivHash"), workdir=os.path.join(self.workdir, "stock"))
+        output = self.build(DRY_RUN)
         ours = [w for w in warnings(output) if w.startswith(rule)]
         if database_dir_variable():
             self.assertIn(stock, output)
@@ -159,8 +175,6 @@ class EquivCacheClassTests(ProducerTestCase):
         else:
             self.assertNotIn(stock, output)
             self.assertEqual(len(ours), 1, msg=output)
-            self.assertIn('SSTATE_DIR = "%s" is outside this build directory' % shared, ours[0])
-            self.assertIn("PERSISTENT_DIR", ours[0])
 
         shutil.copy(os.path.join(self.producer, "persistent", "hashserv.db"), shared)   # the one database
         self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\nSSTATE_DIR = "%s"\n'
@@ -291,6 +305,22 @@ class EquivCacheClassTests(ProducerTestCase):
                 named = [w for w in found if w.startswith("equivcache: [%s] " % rule)]
                 self.assertEqual(len(named), 1, msg="rule %s:\n%s" % (rule, output))
                 self.assertIn(value, named[0], msg=output)
+
+        # websockets-missing, shown: bitbake's python finds a websockets older than 10 first on its path.
+        old = os.path.join(self.workdir, "old-websockets")
+        os.makedirs(os.path.join(old, "websockets"), exist_ok=True)
+        os.makedirs(os.path.join(old, "websockets-9.1.dist-info"), exist_ok=True)
+        with open(os.path.join(old, "websockets", "__init__.py"), "w") as f:
+            f.write('version = "9.1"\n')
+        with open(os.path.join(old, "websockets-9.1.dist-info", "METADATA"), "w") as f:
+            f.write("Metadata-Version: 2.1\nName: websockets\nVersion: 9.1\n")
+        self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "ws://%s"' % closed)
+        fresh_bitbake_server(self.builddir)   # a bitbake server started with that path
+        result = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True, env=dict(os.environ, PYTHONPATH=old))
+        fresh_bitbake_server(self.builddir)
+        found = [w for w in warnings(result.output) if w.startswith("equivcache: [websockets-missing] ")]
+        self.assertEqual(len(found), 1, msg=result.output)
+        self.assertIn('BB_HASHSERVE = "ws://%s" needs the Python websockets module (10 or newer)' % closed, found[0])
 
         # A rule silenced by name says nothing; an unknown name is pointed out.
         self.consumer('BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"\n'
