@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from conftest import POKY_DIR, need_bitbake, needs_postgresql
-from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, PostgreSQL, free_port, wait_for
+from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, Nginx, PostgreSQL, free_port
 
 need_bitbake()
 
@@ -295,25 +295,8 @@ def test_nginx_site_serves_the_mirror(tmp_path):
     site = run("config", "--nginx", "--bind", "127.0.0.1", "--http-port", str(port), str(cache_dir))
     assert site.returncode == 0, site
     assert "listen 127.0.0.1:%d;" % port in site.stdout
-    (tmp_path / "nginx.conf").write_text(
-        "daemon off;\npid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\nhttp {\n"
-        "access_log off;\nclient_body_temp_path %s;\nproxy_temp_path %s;\nfastcgi_temp_path %s;\n"
-        "uwsgi_temp_path %s;\nscgi_temp_path %s;\n%s}\n" % ((tmp_path,) * 7 + (site.stdout,)))
-    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
-    check = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = Nginx(str(tmp_path), site.stdout, port)
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, 30, "nginx did not listen")
-
         def status(path, method="GET", headers=None):
             req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method, headers=headers or {})
             try:
@@ -345,5 +328,4 @@ def test_nginx_site_serves_the_mirror(tmp_path):
         assert caught_up.requests == 2 and sstateindex.key_int("ad/72/new") in set(caught_up.keys)
         assert caught_up.received == os.path.getsize(os.path.join(index_dir, "head.json")) + sstateindex.KEY_SIZE
     finally:
-        proc.terminate()
-        proc.wait()
+        nginx.stop()
