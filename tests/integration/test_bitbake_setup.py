@@ -57,7 +57,7 @@ def test_bitbake_setup_init_and_build(tmp_path):
     env.update(HOME=str(tmp_path), **GIT)   # bitbake-setup's global settings live under HOME
     result = subprocess.run([SETUP, "--setting", "default", "top-dir-prefix", str(tmp_path), "--setting", "default",
                              "top-dir-name", "top", "init", "--non-interactive", "--no-init-vscode",
-                             "--source-overrides", str(tmp_path / "overrides.json"), CONFIG, "machine/qemux86-64"],
+                             "--source-overrides", str(tmp_path / "overrides.json"), CONFIG, "nodistro-equivcache", "machine/qemux86-64"],
                             cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     setup = top / config["bitbake-setup"]["configurations"][0]["setup-dir-name"]
