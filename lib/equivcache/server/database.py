@@ -64,6 +64,15 @@ def read_producer_database(path):
     return outhashes, unihashes
 
 
+NAMED_BATCH = 1000
+
+
+def unihashes_named(client, unihashes):
+    """Which of unihashes (a list) the database names, as [bool], asked in batches."""
+    return [there for start in range(0, len(unihashes), NAMED_BATCH)
+            for there in client.unihash_exists_batch(unihashes[start:start + NAMED_BATCH])]
+
+
 def merge_database(client, outhashes, unihashes):
     """Report the producer's entries to the server through its write
     endpoint, the way builds report them: an entry already present is left

@@ -43,6 +43,7 @@ from equivcache import names, sstateindex
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.files import write_json
 from equivcache.formatting import human, utc_iso
+from equivcache.server.database import unihashes_named
 from equivcache.server.endpoints import import_hashserv, write_endpoint
 from equivcache.server.layout import load_json, save_config, saved_config, server_config, write_descriptor
 
@@ -361,10 +362,7 @@ def check(cache, bitbake, database=None, db_password=None, out=sys.stdout):
     hashserv = import_hashserv(bitbake, layout.private)
     with write_endpoint(layout, bitbake, hashserv, config["database"], db_password) as address:
         with contextlib.closing(hashserv.create_client(address)) as client:
-            absent = []
-            for start in range(0, len(unihashes), MARK_BATCH):
-                batch = unihashes[start:start + MARK_BATCH]
-                absent += [u for u, there in zip(batch, client.unihash_exists_batch(batch)) if not there]
+            absent = [u for u, there in zip(unihashes, unihashes_named(client, unihashes)) if not there]
     for unihash in absent:
         faults.append("an object under unihash %s has no equivalence in the database" % unihash)
     for line in faults[:50]:

@@ -150,12 +150,8 @@ class MirrorServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, root, address=("127.0.0.1", 0), handler=MirrorHandler, cache=None, tokens=None,
-                 max_upload=0):
+    def __init__(self, root, address=("127.0.0.1", 0), handler=MirrorHandler):
         self.root = os.path.realpath(root)
-        # The upload endpoint's (server/uploads.py): off without tokens.
-        self.cache, self.tokens, self.max_upload = cache, tokens, max_upload
-        self.named = None   # unihashes -> [bool]: which the hash equivalence database names
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__(address, handler)

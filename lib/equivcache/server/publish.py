@@ -14,7 +14,7 @@ import time
 from equivcache.formatting import human
 from equivcache.server.producer import producer_paths
 from equivcache.server.cache import commit_line, producer_of
-from equivcache.server.database import merge_database, read_producer_database
+from equivcache.server.database import merge_database, read_producer_database, unihashes_named
 from equivcache.server.endpoints import import_hashserv, write_endpoint
 from equivcache.server.layout import server_config
 
@@ -102,7 +102,7 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
                               counts["remapped"]))
                 summary = cache.commit(published_unihashes(outhashes, unihashes), started,
                                        producer_of(newest_build_configuration(paths.tmpdirs)),
-                                       counts["superseded"], client.unihash_exists_batch)
+                                       counts["superseded"], lambda batch: unihashes_named(client, batch))
         out.write(commit_line(summary))
     return 0
 

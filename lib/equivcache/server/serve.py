@@ -13,22 +13,14 @@ import threading
 from equivcache import files
 from equivcache.cli import UsageError
 from equivcache.formatting import utc_iso
-from equivcache.server.database import show_database
+from equivcache.server.database import show_database, unihashes_named
 from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, READ_PERMS, WRITE_PERMS, HashServ,
                                          check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
 from equivcache.server.layout import PUBLIC, admin_credentials, load_json, save_config, server_config, write_descriptor
-from equivcache.server.mirrorhttp import MirrorServer
 from equivcache.server.tokens import TokenStore
-from equivcache.server.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHandler
+from equivcache.server.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHTTPServer
 
 logger = logging.getLogger("equivcache.server")
-
-
-def unihashes_named(hashserv, address, unihashes, batch=1000):
-    """Which of unihashes the cache's database names (through the write endpoint)."""
-    with contextlib.closing(hashserv.create_client(address)) as client:
-        return [there for start in range(0, len(unihashes), batch)
-                for there in client.unihash_exists_batch(unihashes[start:start + batch])]
 
 
 def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
@@ -75,10 +67,11 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         children.append(reader)
         reader.wait_ready(hashserv, tcp_address(loopback_for(bind), hashserv_port))
 
+        def named(unihashes):
+            with contextlib.closing(hashserv.create_client("unix://" + layout.socket)) as client:
+                return unihashes_named(client, unihashes)
         tokens = TokenStore(layout.private)
-        mirror = MirrorServer(layout.root, (bind, http_port), handler=CacheHandler, cache=cache, tokens=tokens,
-                              max_upload=max_upload)
-        mirror.named = lambda unihashes: unihashes_named(hashserv, "unix://" + layout.socket, unihashes)
+        mirror = CacheHTTPServer(cache, (bind, http_port), tokens, max_upload, named)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
         write_descriptor(layout)
         state = {

@@ -31,7 +31,7 @@ import urllib.parse
 from equivcache import names
 from equivcache.uploadapi import PREFIX, SHA256_HEADER
 from equivcache.server.cache import AREAS, Refused
-from equivcache.server.mirrorhttp import MirrorHandler
+from equivcache.server.mirrorhttp import MirrorHandler, MirrorServer
 from equivcache.server.producer import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
 
 logger = logging.getLogger("equivcache.uploads")
@@ -68,6 +68,16 @@ def parse_upload_path(path):
     return path
 
 
+class CacheHTTPServer(MirrorServer):
+    """The mirror of a cache, with its upload endpoint: the cache, its
+    producer tokens, the size limit of a file, and named(unihashes) -> [bool]:
+    which unihashes its hash equivalence database names (for the commit)."""
+
+    def __init__(self, cache, address, tokens, max_upload, named):
+        self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
+        super().__init__(cache.root, address, CacheHandler)
+
+
 class CacheHandler(MirrorHandler):
     """The mirror, and the upload endpoint when the cache has producer tokens."""
 
@@ -96,7 +106,7 @@ class CacheHandler(MirrorHandler):
     def upload(self, method):
         path = urllib.parse.urlsplit(self.path).path
         tokens = self.server.tokens
-        if not path.startswith(PREFIX) or tokens is None or not tokens.active("producer"):
+        if not path.startswith(PREFIX) or not tokens.active("producer"):
             self.close_connection = self.headers.get("Content-Length", "0") != "0"
             self.refuse()
             return
