@@ -17,6 +17,7 @@ import urllib.request
 
 import bb
 
+from equivcache.configcheck import auto_database_path
 from equivcache.probe import describe_error
 from equivcache.uploadapi import PREFIX, TokenFileError, basic_auth, read_token_file
 
@@ -62,10 +63,9 @@ def on_build_completed(e, d):
     if why:
         bb.warn("equivcache: this build was not published: %s" % why)
         return
-    # The auto server's database (bitbake's cooker names it so); a build
-    # without one reported its equivalences to a server itself.
-    dbdir = d.getVar("BB_HASHSERVE_DB_DIR") or d.getVar("PERSISTENT_DIR") or d.getVar("CACHE")
-    database = os.path.join(dbdir, "hashserv.db") if dbdir else None
+    # The auto server's database; a build without one reported its
+    # equivalences to a server itself.
+    database = auto_database_path(d)
     layer = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     bitbake = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(bb.__file__))))
     command = [sys.executable, os.path.join(layer, "scripts", "equivcache-server"), "--bitbake", bitbake,

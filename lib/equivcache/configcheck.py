@@ -126,9 +126,14 @@ def database_dir_variable():
 
 
 def auto_database(d):
-    """The database bitbake's auto hash equivalence server uses, as cooker.handlePRServ computes it."""
-    if d.getVar("BB_HASHSERVE") != "auto":
-        return ""
+    """The database bitbake's auto hash equivalence server uses, "" if BB_HASHSERVE is not "auto"."""
+    return auto_database_path(d) if d.getVar("BB_HASHSERVE") == "auto" else ""
+
+
+def auto_database_path(d):
+    """Where bitbake's auto hash equivalence server keeps its database, as
+    cooker.handlePRServ computes it (it has replaced BB_HASHSERVE by its
+    socket's address once the server runs); "" if nothing says."""
     directory = (database_dir_variable() and d.getVar("BB_HASHSERVE_DB_DIR")) or d.getVar("PERSISTENT_DIR") \
         or d.getVar("CACHE")
     return os.path.join(directory, "hashserv.db") if directory else ""

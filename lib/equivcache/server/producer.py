@@ -14,24 +14,30 @@ import sys
 from equivcache import names
 from equivcache.cli import Failure, UsageError
 
+# This layer's lib/, for the configuration parse's process.
+LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
 # and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
 DOWNLOAD_SKIP_DIRS = ("git2", "gitsm", "svn", "hg", "bzr", "cvs", "repo", "npm2", "crate", "gomod")
 DOWNLOAD_SKIP_SUFFIXES = (".lock", ".done", ".tmp")
 
-VARIABLES = ("TMPDIR", "SSTATE_DIR", "DL_DIR", "STAMPS_DIR", "BB_HASHSERVE_DB_DIR", "PERSISTENT_DIR", "CACHE")
+VARIABLES = ("TMPDIR", "SSTATE_DIR", "DL_DIR", "STAMPS_DIR")
 RESOLVE_TIMEOUT = 300
 
 # Run by the host's python in the build directory: bitbake's configuration
-# parse only (no recipe), the variables as JSON on stdout.
+# parse only (no recipe); the variables, and the auto server's database as
+# the class computes it ("database"), as JSON on stdout.
 _RESOLVE = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = sys.argv[1:3]
 import bb.tinfoil
+from equivcache.configcheck import auto_database_path
 with bb.tinfoil.Tinfoil(output=sys.stderr) as tinfoil:
     tinfoil.logger.setLevel("WARNING")
     tinfoil.prepare(config_only=True, quiet=2)
-    values = {name: tinfoil.config_data.getVar(name) for name in sys.argv[2:]}
+    values = {name: tinfoil.config_data.getVar(name) for name in sys.argv[3:]}
+    values["database"] = auto_database_path(tinfoil.config_data)
 sys.stdout.write("EQUIVCACHE-VARIABLES " + json.dumps(values) + "\\n")
 """
 
@@ -58,7 +64,7 @@ def bitbake_variables(bitbake, builddir, variables=VARIABLES):
                PATH=os.path.join(bitbake, "bin") + os.pathsep + env.get("PATH", "/usr/bin:/bin"))
     try:
         result = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
-                                 "-c", _RESOLVE, os.path.join(bitbake, "lib"), *variables],
+                                 "-c", _RESOLVE, os.path.join(bitbake, "lib"), LIB, *variables],
                                 cwd=builddir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 errors="replace", timeout=RESOLVE_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -121,9 +127,8 @@ def producer_paths(bitbake, builddir, sstate_dir=None, downloads_dir=None, stamp
     if not os.path.isdir(sstate_dir):
         raise UsageError("no sstate cache at %s (pass --sstate-dir with the producer's SSTATE_DIR)" % sstate_dir)
     downloads_dir = os.path.abspath(downloads_dir or resolved.get("DL_DIR") or os.path.join(builddir, "downloads"))
-    dbdir = resolved.get("BB_HASHSERVE_DB_DIR") or resolved.get("PERSISTENT_DIR") or resolved.get("CACHE")
-    hashserv_db = os.path.abspath(hashserv_db or (os.path.join(dbdir, "hashserv.db") if dbdir
-                                                  else os.path.join(builddir, "cache", "hashserv.db")))
+    hashserv_db = os.path.abspath(hashserv_db or resolved.get("database")
+                                  or os.path.join(builddir, "cache", "hashserv.db"))
     if stamps_dirs:
         stamps = [os.path.abspath(p) for p in stamps_dirs]
         for path in stamps:
