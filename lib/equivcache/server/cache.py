@@ -34,6 +34,11 @@ AREAS = ("sstate-cache", "downloads", "siginfo")
 CHUNK = 1 << 20
 
 
+def cache_path(area, rel):
+    """The path relative to the cache (as storages and uploads name files) of rel in area."""
+    return area + "/" + rel.replace(os.sep, "/")
+
+
 class Refused(Exception):
     """An upload the cache does not take: status is the http answer."""
 
@@ -183,7 +188,7 @@ class Cache:
         now = time.time() if now is None else now
         progress = Progress(what, len(files))
         for rel, length in files:
-            name = area + "/" + rel.replace(os.sep, "/")
+            name = cache_path(area, rel)
             if self.storage.size(name) == length:
                 self.storage.touch(name, now)
                 present += 1
@@ -213,7 +218,7 @@ class Cache:
         removed = 0
         for rel, _, (_, _, unihash, _) in list(names.sstate_files(self.layout.sstate)):
             if unihash in orphans:
-                self.storage.remove("sstate-cache/" + rel.replace(os.sep, "/"))
+                self.storage.remove(cache_path("sstate-cache", rel))
                 removed += 1
         return removed
 

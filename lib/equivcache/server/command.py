@@ -133,10 +133,12 @@ def make_parser():
 
     p = sub.add_parser("serve", help="serve the cache in the foreground", formatter_class=formatter,
                        description="Serve CACHE_DIR until Ctrl-C or SIGTERM: the http mirror, a read-only "
-                       "bitbake-hashserv on TCP (anonymous users may only read; an admin user, whose "
-                       "credentials are generated on first start into CACHE_DIR/server/admin.json, mode "
-                       "0600, may write), and a write endpoint on the unix socket "
-                       "CACHE_DIR/server/hashserv.sock (only this user can reach it). Logs go to stderr and "
+                       "bitbake-hashserv on TCP (anonymous users may only read; the users of producer tokens "
+                       "may report; an admin user, whose credentials are generated on first start into "
+                       "CACHE_DIR/server/admin.json, mode 0600, may write), a write endpoint on the unix socket "
+                       "CACHE_DIR/server/hashserv.sock (only this user can reach it), and, while the cache has "
+                       "a producer token (see token), an upload endpoint under /upload/v1/ on the http port "
+                       "for publish --to. Logs go to stderr and "
                        "CACHE_DIR/server/serve.log. Refuses (status 2) a socket a live server holds or a "
                        "port in use.",
                        epilog="example: %s serve --bind 0.0.0.0 --public-host cache.example.com /srv/yocto-cache"
@@ -156,6 +158,8 @@ def make_parser():
     add_database(p)
 
     p = sub.add_parser("token", help="add, list or revoke producer tokens", formatter_class=formatter,
+                       usage="%s token add [--role producer|reader] NAME CACHE_DIR\n"
+                       "       %s token list CACHE_DIR\n       %s token revoke NAME CACHE_DIR" % ((PROG,) * 3),
                        description="Producer tokens let remote builds publish (publish --to): each names one "
                        "producer, whose secret is both its upload credential (HTTP Basic, checked by the upload "
                        "endpoint) and the token of a bitbake-hashserv user of the same name with @read @report "

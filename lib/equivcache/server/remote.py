@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from equivcache import descriptor as desc
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.formatting import human
-from equivcache.server.cache import commit_line, producer_of
+from equivcache.server.cache import cache_path, commit_line, producer_of
 from equivcache.server.database import merge_database, read_producer_database
 from equivcache.server.endpoints import import_hashserv
 from equivcache.server.producer import producer_paths
@@ -146,7 +146,7 @@ def upload_files(connections, area, source, files, what):
             if item is None:
                 return
             rel, size = item
-            if connection.put("%s/%s" % (area, rel.replace(os.sep, "/")), os.path.join(source, rel)):
+            if connection.put(cache_path(area, rel), os.path.join(source, rel)):
                 with lock:
                     stored.append(size)
             with lock:
@@ -173,16 +173,14 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         descriptor = upload.descriptor()
         address = hashserv_address or descriptor["hashserv"][0]
         trees = list(paths.files())
-        manifest = [("%s/%s" % (area, rel.replace(os.sep, "/")), size)
-                    for area, files, _, _ in trees for rel, size in files]
+        manifest = [(cache_path(area, rel), size) for area, files, _, _ in trees for rel, size in files]
         missing = set(upload.post("missing", {"files": manifest})["missing"])
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
         connections = [upload] + [Upload(url, name, secret) for _ in range(CONNECTIONS - 1)]
         try:
             for area, files, source, what in trees:
-                wanted = [(rel, size) for rel, size in files
-                          if "%s/%s" % (area, rel.replace(os.sep, "/")) in missing]
+                wanted = [(rel, size) for rel, size in files if cache_path(area, rel) in missing]
                 sent, size_sent = upload_files(connections, area, source, wanted, what)
                 out.write("%s: %d files uploaded (%s), %d already present, from %s\n"
                           % (what, sent, human(size_sent), len(files) - sent, source))
