@@ -17,6 +17,7 @@ import urllib.request
 
 import bb
 
+from equivcache.cli import layer_dir
 from equivcache.configcheck import auto_database_path
 from equivcache.probe import describe_error
 from equivcache.uploadapi import PREFIX, TokenFileError, basic_auth, read_token_file
@@ -66,9 +67,8 @@ def on_build_completed(e, d):
     # The auto server's database; a build without one reported its
     # equivalences to a server itself.
     database = auto_database_path(d)
-    layer = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     bitbake = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(bb.__file__))))
-    command = [sys.executable, os.path.join(layer, "scripts", "equivcache-server"), "--bitbake", bitbake,
+    command = [sys.executable, os.path.join(layer_dir(), "scripts", "equivcache-server"), "--bitbake", bitbake,
                "publish", "--from", d.getVar("TOPDIR"), "--to", url, "--token-file", token_file,
                "--sstate-dir", d.getVar("SSTATE_DIR"), "--downloads-dir", d.getVar("DL_DIR"),
                "--stamps-dir", d.getVar("STAMPS_DIR")]

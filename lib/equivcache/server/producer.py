@@ -12,10 +12,7 @@ import subprocess
 import sys
 
 from equivcache import names
-from equivcache.cli import Failure, UsageError
-
-# This layer's lib/, for the configuration parse's process.
-LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from equivcache.cli import Failure, UsageError, layer_dir
 
 # Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
 # and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
@@ -64,7 +61,8 @@ def bitbake_variables(bitbake, builddir, variables=VARIABLES):
                PATH=os.path.join(bitbake, "bin") + os.pathsep + env.get("PATH", "/usr/bin:/bin"))
     try:
         result = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
-                                 "-c", _RESOLVE, os.path.join(bitbake, "lib"), LIB, *variables],
+                                 "-c", _RESOLVE, os.path.join(bitbake, "lib"),
+                                 os.path.join(layer_dir(), "lib"), *variables],
                                 cwd=builddir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 errors="replace", timeout=RESOLVE_TIMEOUT)
     except subprocess.TimeoutExpired:
