@@ -106,16 +106,21 @@ def gather(d):
         and "BB_HASHSERVE_DB_DIR" in (d.getVar("check_sanity_everybuild", False) or ""),
         auto_server=auto_server_started(d),
     )
-    if settings.sstate_dir and settings.topdir and settings.database:
+    if sstate_outside(settings):   # the evidence of sharing the rule reads; nothing to read otherwise
         settings.sstate_sharers = sstateusers.others(settings.sstate_dir, settings.topdir, settings.database)
         settings.sstate_filesystem = sstateusers.network_filesystem(settings.sstate_dir)
     return settings
 
 
+def sstate_outside(settings):
+    """An auto server's database and an SSTATE_DIR outside the build directory."""
+    return bool(settings.sstate_dir and settings.topdir and settings.database
+                and not rules.inside(settings.sstate_dir, settings.topdir))
+
+
 def note_sstate_user(settings):
     """Record this build in its SSTATE_DIR, if that is outside the build directory."""
-    if settings.hashserve == "auto" and settings.topdir and settings.sstate_dir and settings.database \
-            and not rules.inside(settings.sstate_dir, settings.topdir):
+    if sstate_outside(settings):
         sstateusers.note(settings.sstate_dir, settings.topdir, settings.database)
 
 
