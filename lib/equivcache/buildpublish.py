@@ -71,7 +71,8 @@ def on_build_completed(e, d):
     command = [sys.executable, os.path.join(layer_dir(), "scripts", "equivcache-server"), "--bitbake", bitbake,
                "publish", "--from", d.getVar("TOPDIR"), "--to", url, "--token-file", token_file,
                "--sstate-dir", d.getVar("SSTATE_DIR"), "--downloads-dir", d.getVar("DL_DIR"),
-               "--stamps-dir", d.getVar("STAMPS_DIR")]
+               "--stamps-dir", d.getVar("STAMPS_DIR"), "--buildstats-dir",
+               d.getVar("BUILDSTATS_BASE") or os.path.join(d.getVar("TMPDIR"), "buildstats")]
     if database and os.path.isfile(database):
         command += ["--hashserv-db", database]
     else:

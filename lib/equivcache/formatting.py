@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 #
-# Formatting for people and documents: sizes and UTC times.
+# Formatting for people and documents: sizes, durations and UTC times.
 
 from datetime import datetime, timezone
 
@@ -17,3 +17,15 @@ def human(size):
         if size < 1024 or unit == "TiB":
             return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
         size /= 1024.0
+
+
+def duration(seconds):
+    """A duration for people: 4.2 s, 1 min 39 s, 12 min, 3 h 05 min."""
+    if seconds < 60:
+        return "%.1f s" % seconds
+    if seconds < 600:
+        return "%d min %02d s" % divmod(int(seconds + 0.5), 60)
+    minutes = int(seconds / 60.0 + 0.5)
+    if minutes < 60:
+        return "%d min" % minutes
+    return "%d h %02d min" % divmod(minutes, 60)

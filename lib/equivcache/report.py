@@ -9,15 +9,17 @@
 # sstate_checkhashes calls with what it found locally and on the mirrors),
 # equivcache.bbclass with the runqueue's events. At BuildCompleted the class
 # writes document() as JSON under ${LOG_DIR}/equivcache/ and prints
-# summary_line(). The document's schema is schemas/report-v1.json.
+# summary_line(). The document's schema is schemas/report-v2.json (version 2
+# added "saved": what the restored tasks took their producers, from the
+# cache's durations.json).
 
 import os
 import time
 
-from equivcache.formatting import human, utc_iso
+from equivcache.formatting import duration, human, utc_iso
 
 FORMAT = "equivcache-report"
-VERSION = 1
+VERSION = 2
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "report-v%d.json" % VERSION)
 
 # Why a setscene task missed, most specific first.
@@ -76,7 +78,7 @@ class BuildRecord:
         self.found_on_recheck = 0
         # Setscene tasks: start times, the ones that completed and failed
         self.scene_started = {}
-        self.scene_completed = set()
+        self.scene_completed = {}    # tid: when
         self.scene_failed = set()
         self.downloads = []          # (tid, bytes, seconds)
         # Real tasks
@@ -141,12 +143,12 @@ class BuildRecord:
     def scene_task_started(self, tid, when=None):
         self.scene_started[tid] = time.time() if when is None else when
 
-    def scene_task_completed(self, tid):
+    def scene_task_completed(self, tid, when=None):
         """A setscene task succeeded. For an object from the mirror, the
         bytes now in SSTATE_DIR and the time from the task's start to the
         arrival of the last file (its ctime, which no fetcher sets; of the
         link itself when a file:// mirror's fetcher linked it)."""
-        self.scene_completed.add(tid)
+        self.scene_completed[tid] = time.time() if when is None else when
         entry = (self.checked or {}).get(tid)
         if not entry or entry["where"] != "mirror" or not entry.get("path"):
             return
@@ -183,7 +185,42 @@ class BuildRecord:
             result.append((tid, entry, cls, others))
         return result
 
-    def document(self, index=None, index_source=None, succeeded=True, finished=None):
+    def restored(self):
+        """[(tid, entry, setscene seconds)] of the setscene tasks that gave this build their object."""
+        result = []
+        for tid, done in sorted(self.scene_completed.items()):
+            entry = (self.checked or {}).get(tid)
+            if entry and entry["where"] in ("local", "mirror"):
+                result.append((tid, entry, max(0.0, done - self.scene_started.get(tid, done))))
+        return result
+
+    def saved(self, durations=None, source=None):
+        """The "saved" part of the document: for each restored task, what
+        its producer took for it (durations: {(task, unihash): seconds} of
+        the cache's durations.json, None if there is none), what its
+        setscene task took here, and the sums; unknown durations counted."""
+        tasks = []
+        for tid, e, spent in self.restored():
+            producer = (durations or {}).get((e["task"], e["unihash"]))
+            tasks.append({"recipe": e["recipe"], "task": e["task"], "unihash": e["unihash"], "from": e["where"],
+                          "equivalent": e["unihash"] != e["taskhash"], "producer_seconds": producer,
+                          "setscene_seconds": round(spent, 3)})
+        timed = [t for t in tasks if t["producer_seconds"] is not None]
+        producer = sum(t["producer_seconds"] for t in timed)
+        spent = sum(t["setscene_seconds"] for t in timed)
+        return {
+            "durations": source,
+            "restored": len(tasks),
+            "timed": len(timed),
+            "unknown": len(tasks) - len(timed),
+            "producer_seconds": round(producer, 3),
+            "setscene_seconds": round(spent, 3),
+            "net_seconds": round(producer - spent, 3),
+            "tasks": tasks,
+        }
+
+    def document(self, index=None, index_source=None, succeeded=True, finished=None, durations=None,
+                 durations_source=None):
         misses = self.misses(index)
         counts = {cls: 0 for cls in CLASSES}
         for _, _, cls, _ in misses:
@@ -228,6 +265,7 @@ class BuildRecord:
                     for _, e, cls, others in misses
                 ],
             },
+            "saved": self.saved(durations, durations_source),
         }
 
 
@@ -259,7 +297,25 @@ def summary_line(doc, path=None):
         server += ", %d errors (%d unihashes guessed)" % (hs["errors"], hs["guessed"])
     parts.append(server)
     parts.append("%d tasks run" % t["run"] + (", %d failed" % t["failed"] if t["failed"] else ""))
+    saved = saved_text(doc["saved"])
+    if saved:
+        parts.insert(0, saved)
     line = "equivcache: " + "; ".join(parts)
     if path:
         line += "; report %s" % path
     return line
+
+
+def saved_text(saved):
+    """What the cache saved a build, in words ("" if it restored nothing)."""
+    if not saved["restored"]:
+        return ""
+    if not saved["timed"]:
+        return "%d tasks restored, time saved unknown (%s)" % (
+            saved["restored"], "no producer timed them" if saved["durations"] else "the cache has no durations")
+    text = "the cache saved %s of build time: %d tasks (their producers took %s, their setscene tasks %s here)" % (
+        duration(max(0.0, saved["net_seconds"])), saved["timed"], duration(saved["producer_seconds"]),
+        duration(saved["setscene_seconds"]))
+    if saved["unknown"]:
+        text += ", %d more of unknown duration" % saved["unknown"]
+    return text

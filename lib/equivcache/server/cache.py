@@ -9,8 +9,8 @@
 #   Cache.missing()     which of a producer's files the cache lacks
 #   Cache.add_files()   a local producer's files, copied atomically
 #   Cache.receive()     one uploaded file: verified, then renamed into place
-#   Cache.commit()      once per publish, in the lock: index.json, the sstate
-#                       index, gc's ledger, the descriptor
+#   Cache.commit()      once per publish, in the lock: index.json, durations.json,
+#                       the sstate index, gc's ledger, the descriptor
 #
 # No bb import.
 
@@ -24,7 +24,7 @@ import shutil
 import time
 
 from equivcache import descriptor as desc
-from equivcache import index, names, sstateindex
+from equivcache import durations, index, names, sstateindex
 from equivcache.cli import Progress
 from equivcache.files import write_json
 from equivcache.server.layout import Layout, write_descriptor
@@ -222,25 +222,29 @@ class Cache:
                 removed += 1
         return removed
 
-    def write_indexes(self, exclude_sstate=(), exclude_signatures=(), after_index=None):
-        """index.json, then the sstate index, of what the cache holds (less
-        what gc is about to remove). Returns (index document, sstate index
-        entries, appended, rewritten)."""
+    def write_indexes(self, exclude_sstate=(), exclude_signatures=(), after_index=None, new_durations=None):
+        """index.json, durations.json (with new_durations, {(recipe, task,
+        unihash): entry}, it lacked), then the sstate index, of what the
+        cache holds (less what gc is about to remove). Returns (index
+        document, sstate index entries, appended, rewritten)."""
         doc = index.build(self.layout.sstate, siginfo_dir=self.layout.siginfo, exclude=exclude_sstate,
                           exclude_signatures=exclude_signatures)
         write_json(self.layout.index, doc)
+        present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
+        write_json(self.layout.durations, durations.document(
+            durations.merged(durations.read(self.layout.durations), new_durations or {}, present)))
         if after_index is not None:
             after_index()
         return (doc,) + tuple(sstateindex.update(self.layout.sstate, self.layout.sstate_index,
                                                  exclude=exclude_sstate))
 
-    def commit(self, unihashes, started, producer=None, superseded=(), named=None):
+    def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None):
         """What a publish ends with, in the lock: the objects no equivalence
-        names dropped (discard_superseded), the indexes, gc's ledger (the
-        unihashes it brought, and when it started), the descriptor."""
+        names dropped (discard_superseded), the indexes and durations, gc's
+        ledger (the unihashes it brought, and when it started), the descriptor."""
         from equivcache.server.gc import note_published
         discarded = self.discard_superseded(superseded, named) if named else 0
-        doc, entries, added, rewritten = self.write_indexes()
+        doc, entries, added, rewritten = self.write_indexes(new_durations=new_durations)
         note_published(self.layout, unihashes, started)
         descriptor = write_descriptor(self.layout, producer=producer)
         return {
@@ -251,6 +255,8 @@ class Cache:
             "hashserv": descriptor["hashserv"],
             "nativelsbstrings": descriptor["nativelsbstrings"],
             "discarded": discarded,
+            "durations": sum(1 for o in doc["objects"] if o["path"] and (o["recipe"], o["task"], o["unihash"])
+                             in (new_durations or {})),
         }
 
 
@@ -258,7 +264,8 @@ def commit_line(summary):
     """publish's last line, local or remote."""
     dropped = ("sstate: %d files dropped: their outputs were in the cache under another unihash\n"
                % summary["discarded"]) if summary.get("discarded") else ""
-    return dropped + "index: %d objects, %d task signatures; sstate index: %d files (%s); descriptor: hashserv %s, " \
+    timed = "durations: %d objects' tasks newly timed\n" % summary["durations"] if summary.get("durations") else ""
+    return dropped + timed + "index: %d objects, %d task signatures; sstate index: %d files (%s); descriptor: hashserv %s, " \
         "nativelsbstrings %s\n" % (summary["objects"], summary["signatures"], summary["sstate_index"],
                                    summary["sstate_index_change"], ", ".join(summary["hashserv"]),
                                    " ".join(summary["nativelsbstrings"]) or "none")

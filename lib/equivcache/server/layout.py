@@ -5,6 +5,8 @@
 #
 #   <cache>/equivcache.json    the descriptor (served)
 #   <cache>/index.json         the objects present (served)
+#   <cache>/durations.json     how long each object's task took its producer (served;
+#                              lib/equivcache/durations.py)
 #   <cache>/sstate-index/      the files of sstate-cache/, for the builds' mirror
 #                              availability check (served; lib/equivcache/sstateindex.py)
 #   <cache>/sstate-cache/      sstate objects, as SSTATE_DIR lays them out (served)
@@ -23,7 +25,7 @@ import secrets
 import socket
 
 from equivcache import descriptor as desc
-from equivcache import files, index, names, sstateindex
+from equivcache import durations, files, index, names, sstateindex
 from equivcache.cli import Failure, UsageError
 from equivcache.formatting import utc_iso
 from equivcache.server.database import show_database
@@ -33,7 +35,7 @@ logger = logging.getLogger("equivcache.server")
 
 
 # What the http mirror serves: nothing else in the cache directory.
-PUBLIC = (desc.NAME, index.NAME, "sstate-cache", "downloads", "siginfo", sstateindex.DIRECTORY)
+PUBLIC = (desc.NAME, index.NAME, durations.NAME, "sstate-cache", "downloads", "siginfo", sstateindex.DIRECTORY)
 ADMIN_USER = "admin"
 
 
@@ -44,6 +46,7 @@ class Layout:
         self.root = os.path.abspath(root)
         self.descriptor = os.path.join(self.root, desc.NAME)
         self.index = os.path.join(self.root, index.NAME)
+        self.durations = os.path.join(self.root, durations.NAME)
         self.sstate_index = os.path.join(self.root, sstateindex.DIRECTORY)
         self.sstate = os.path.join(self.root, "sstate-cache")
         self.downloads = os.path.join(self.root, "downloads")

@@ -11,15 +11,16 @@ import os
 import subprocess
 import sys
 
-from equivcache import names
+from equivcache import durations, names
 from equivcache.cli import Failure, UsageError, layer_dir
+from equivcache.formatting import utc_iso
 
 # Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
 # and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
 DOWNLOAD_SKIP_DIRS = ("git2", "gitsm", "svn", "hg", "bzr", "cvs", "repo", "npm2", "crate", "gomod")
 DOWNLOAD_SKIP_SUFFIXES = (".lock", ".done", ".tmp")
 
-VARIABLES = ("TMPDIR", "SSTATE_DIR", "DL_DIR", "STAMPS_DIR")
+VARIABLES = ("TMPDIR", "SSTATE_DIR", "DL_DIR", "STAMPS_DIR", "BUILDSTATS_BASE")
 RESOLVE_TIMEOUT = 300
 
 # Run by the host's python in the build directory: bitbake's configuration
@@ -79,12 +80,31 @@ def bitbake_variables(bitbake, builddir, variables=VARIABLES):
 class ProducerPaths:
     """Where a producer's build keeps what a cache takes."""
 
-    def __init__(self, sstate_dir, downloads_dir, stamps_dirs, hashserv_db, tmpdirs):
+    def __init__(self, sstate_dir, downloads_dir, stamps_dirs, hashserv_db, tmpdirs, buildstats_dirs=()):
         self.sstate_dir = sstate_dir
         self.downloads_dir = downloads_dir
         self.stamps_dirs = stamps_dirs
         self.hashserv_db = hashserv_db
         self.tmpdirs = tmpdirs
+        self.buildstats_dirs = list(buildstats_dirs)
+
+    def durations(self, producer, measured=None):
+        """{(recipe, task, unihash): entry} of the producer's sstate objects
+        whose task run its buildstats and signature data name (durations.py)."""
+        objects = {(r, t, u) for _, _, (r, t, u, kind) in names.sstate_files(self.sstate_dir) if kind == "object"}
+        when = measured or utc_iso()
+        return {k: {"seconds": s, "producer": producer, "measured": when}
+                for k, s in durations.measure(self.buildstats_dirs, self.stamps_dirs).items() if k in objects}
+
+    def say_durations(self, found, out):
+        if found:
+            out.write("durations: %d of the sstate objects' tasks timed by the producer's buildstats\n" % len(found))
+        elif not any(os.path.isdir(p) for p in self.buildstats_dirs):
+            out.write("durations: no buildstats at %s (USER_CLASSES += \"buildstats\" in the producer, or pass "
+                      "--buildstats-dir): consumers will not know what the cache saved them\n"
+                      % (", ".join(self.buildstats_dirs) or "TMPDIR/buildstats"))
+        else:
+            out.write("durations: none of the producer's buildstats match its sstate objects\n")
 
     def files(self):
         """(area, [(relative path, size)], source directory, what) of each tree to publish, objects first."""
@@ -103,10 +123,10 @@ class ProducerPaths:
 
 
 def producer_paths(bitbake, builddir, sstate_dir=None, downloads_dir=None, stamps_dirs=None, hashserv_db=None,
-                   out=None):
+                   out=None, buildstats_dirs=None):
     """The producer's paths: those given, the others as bitbake resolves them
     for a build directory (one with conf/local.conf), else the defaults
-    under BUILDDIR (sstate-cache/, downloads/, tmp*/stamps, cache/hashserv.db)."""
+    under BUILDDIR (sstate-cache/, downloads/, tmp*/stamps, tmp*/buildstats, cache/hashserv.db)."""
     if not os.path.isdir(builddir):
         raise UsageError("--from %s: no such build directory" % builddir)
     builddir = os.path.abspath(builddir)
@@ -136,4 +156,10 @@ def producer_paths(bitbake, builddir, sstate_dir=None, downloads_dir=None, stamp
         stamps = [resolved["STAMPS_DIR"]] if os.path.isdir(resolved["STAMPS_DIR"]) else []
     else:
         stamps = [os.path.join(t, "stamps") for t in tmpdirs if os.path.isdir(os.path.join(t, "stamps"))]
-    return ProducerPaths(sstate_dir, downloads_dir, stamps, hashserv_db, tmpdirs)
+    if buildstats_dirs:
+        buildstats = [os.path.abspath(p) for p in buildstats_dirs]
+    elif resolved.get("BUILDSTATS_BASE"):
+        buildstats = [resolved["BUILDSTATS_BASE"]]
+    else:
+        buildstats = [os.path.join(t, "buildstats") for t in tmpdirs]
+    return ProducerPaths(sstate_dir, downloads_dir, stamps, hashserv_db, tmpdirs, buildstats)
