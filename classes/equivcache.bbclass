@@ -14,7 +14,8 @@
 # With BB_SIGNATURE_HANDLER = "EquivCacheHash" it also reports, at the end of
 # each build, what the sstate cache and the hash equivalence server gave and
 # why each missed setscene task missed: one line, and a JSON document in
-# ${LOG_DIR}/equivcache/ (lib/equivcache/report.py).
+# ${LOG_DIR}/equivcache/ (lib/equivcache/report.py), sent to a cache
+# server's dashboard with EQUIVCACHE_REPORT_TO.
 #
 # The rules live in lib/equivcache/rules.py; this class only hands them the
 # datastore (lib/equivcache/configcheck.py) and the build's events
@@ -60,8 +61,18 @@ EQUIVCACHE_PUBLISH_TOKEN_FILE ?= ""
 EQUIVCACHE_PUBLISH_TOKEN_FILE[doc] = "The producer token file for EQUIVCACHE_PUBLISH, as 'equivcache-server token \
 add' printed it (one line NAME:SECRET; keep it mode 0600)."
 
+EQUIVCACHE_REPORT_TO ?= ""
+EQUIVCACHE_REPORT_TO[doc] = "The http(s):// URL of a cache server whose dashboard gets each build's report \
+(with EquivCacheHash): sent in the background at the end of the build, never failing or holding it. Log: \
+LOG_DIR/equivcache/report-send.log."
+
+EQUIVCACHE_REPORT_NAME ?= ""
+EQUIVCACHE_REPORT_NAME[doc] = "How the reports of EQUIVCACHE_REPORT_TO name this build machine on the dashboard \
+(default: not at all)."
+
 BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX \
-    EQUIVCACHE_KNOWN_CACHES EQUIVCACHE_PUBLISH EQUIVCACHE_PUBLISH_TOKEN_FILE"
+    EQUIVCACHE_KNOWN_CACHES EQUIVCACHE_PUBLISH EQUIVCACHE_PUBLISH_TOKEN_FILE EQUIVCACHE_REPORT_TO \
+    EQUIVCACHE_REPORT_NAME"
 
 # BB_HASHCHECK_FUNCTION (sstate.bbclass's sstate_checkhashes, or whatever
 # another layer wrapped it in) is wrapped at ConfigParsed, once every class

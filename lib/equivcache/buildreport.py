@@ -4,8 +4,12 @@
 # cooker: the runqueue's events feed the BuildRecord (lib/equivcache/report.py)
 # that EquivCacheHash opened, and at BuildCompleted the report is classified
 # against the cache's index, written to LOG_DIR/equivcache/ and summed up in
-# one line. Only with EquivCacheHash, whose checkhashes hook sees the sstate check.
+# one line, with what the restored tasks took their producers (the cache's
+# durations.json). With EQUIVCACHE_REPORT_TO the report also goes to a cache
+# server, in the background (lib/equivcache/reportsend.py). Only with
+# EquivCacheHash, whose checkhashes hook sees the sstate check.
 
+import json
 import os
 import time
 
@@ -13,10 +17,11 @@ import bb
 import bb.event
 import bb.runqueue
 
-from equivcache import files, index, report
+from equivcache import durations, files, index, probe, report, reportsend
 from equivcache.configcheck import descriptor_locations
 
 INDEX_LIMIT = 256 << 20
+DURATIONS_LIMIT = 256 << 20
 
 
 def find_index(d, timeout):
@@ -26,6 +31,19 @@ def find_index(d, timeout):
     for error in errors:
         bb.debug(1, "equivcache: no index at %s" % error)
     return (index.unihashes_by_task(doc), url) if doc is not None else (None, None)
+
+
+def find_durations(d, timeout):
+    """(durations.seconds_by_task() of the cache's durations.json, its URL), or (None, None)."""
+    for url in descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", durations.NAME):
+        try:
+            doc = json.loads(probe.fetch(url, timeout, limit=DURATIONS_LIMIT))
+        except (OSError, ValueError) as e:
+            bb.debug(1, "equivcache: no durations at %s: %s" % (url, e))
+            continue
+        if isinstance(doc, dict) and doc.get("format") == durations.FORMAT:
+            return durations.seconds_by_task(doc), url
+    return None, None
 
 
 def on_build_event(e, d):
@@ -55,10 +73,12 @@ def on_build_event(e, d):
 
 def write_report(d, record, succeeded):
     index, source = None, None
+    # Checked by on_config_parsed, which stops the build on a bad value.
+    timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
     if record.misses():
-        # Checked by on_config_parsed, which stops the build on a bad value.
-        index, source = find_index(d, float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2))
-    doc = record.document(index, source, succeeded)
+        index, source = find_index(d, timeout)
+    timed, timed_source = find_durations(d, timeout) if record.restored() else (None, None)
+    doc = record.document(index, source, succeeded, durations=timed, durations_source=timed_source)
     directory = os.path.join(d.getVar("LOG_DIR"), "equivcache")
     name = "%s.json" % (record.name or time.strftime("%Y%m%d%H%M%S"))
     try:
@@ -75,3 +95,7 @@ def write_report(d, record, succeeded):
     topdir = d.getVar("TOPDIR") or ""
     path = os.path.join(directory, name)
     bb.plain(report.summary_line(doc, os.path.relpath(path, topdir) if path.startswith(topdir + "/") else path))
+    url = (d.getVar("EQUIVCACHE_REPORT_TO") or "").strip()
+    if url:
+        reportsend.send_in_background(url, path, d.getVar("EQUIVCACHE_REPORT_NAME") or "",
+                                      os.path.join(directory, reportsend.LOG))

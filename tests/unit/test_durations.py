@@ -6,33 +6,14 @@
 # and what a build report makes of them (report.py's "saved").
 
 import json
-import os
 
 import jsonschema
 import pytest
 
 from equivcache import durations, report
+from oeqa.utils.equivcache import buildstats_task, sigdata
 
 H = {name: (name * 64)[:64] for name in "abcdef"}
-
-
-def buildstats_task(base, build, pf, task, started, ended, status="PASSED"):
-    """A buildstats task file, line for line as buildstats.bbclass writes it."""
-    directory = os.path.join(base, build, pf)
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, task), "a") as f:
-        f.write("Event: TaskStarted \nStarted: %0.2f \n" % started)
-        f.write("%s: %s\nElapsed time: %0.2f seconds\nutime: 3\nrusage ru_utime: 0.1\n" % (pf, task, ended - started))
-        f.write("Status: %s \nEnded: %0.2f \n" % (status, ended))
-
-
-def sigdata(stamps, arch, pn, pv, task, unihash, mtime):
-    directory = os.path.join(stamps, arch, pn)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "%s.%s.sigdata.%s" % (pv, task, unihash))
-    with open(path, "w") as f:
-        f.write("{}")
-    os.utime(path, (mtime, mtime))
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from equivcache.cli import Parser, UsageError, find_bitbake, layer_dir, run
 from equivcache.server import prodconfig
 from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
 from equivcache.server.gc import DEFAULT_GRACE_DAYS, DEFAULT_KEEP_PUBLISHES, check, gc, parse_size
-from equivcache.server.layout import Layout, check_cache_dir, saved_database
+from equivcache.server.history import MAX_DAYS, MAX_ROWS
+from equivcache.server.layout import Layout, check_cache_dir, save_config, saved_config, saved_database
 from equivcache.server import token_command
 from equivcache.server.publish import publish
 from equivcache.server.remote import publish_remote
@@ -81,6 +82,16 @@ def port(text):
     return value
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("%d: at least 1" % value)
+    return value
+
+
 def make_parser():
     formatter = argparse.RawDescriptionHelpFormatter
     parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG % {"prog": PROG}, formatter_class=formatter)
@@ -107,7 +118,9 @@ def make_parser():
                        "The producer's SSTATE_DIR, DL_DIR, STAMPS_DIR and hash equivalence database are those "
                        "bitbake resolves for BUILDDIR (local.conf, site.conf, auto.conf: its configuration "
                        "parse, a few seconds) unless given; a directory without conf/local.conf is read as "
-                       "BUILDDIR/sstate-cache, downloads, tmp*/stamps and cache/hashserv.db.",
+                       "BUILDDIR/sstate-cache, downloads, tmp*/stamps and cache/hashserv.db. The producer's buildstats "
+                       "(USER_CLASSES += \"buildstats\") time each object's task: the cache's durations.json, "
+                       "from which consumers' build reports say what the cache saved them.",
                        epilog="examples:\n  %(p)s publish --from ~/poky/build /srv/yocto-cache\n"
                        "  %(p)s publish --from build --to http://cache.example.com:8080 --token-file ci-1.token"
                        % {"p": PROG})
@@ -127,6 +140,9 @@ def make_parser():
     p.add_argument("--downloads-dir", metavar="DIR", help="the producer's DL_DIR (default: bitbake's)")
     p.add_argument("--stamps-dir", metavar="DIR", action="append", help="the producer's STAMPS_DIR "
                    "(default: bitbake's; may be given more than once)")
+    p.add_argument("--buildstats-dir", metavar="DIR", action="append", help="the producer's BUILDSTATS_BASE, "
+                   "whose task times become the cache's durations.json (default: bitbake's; may be given more "
+                   "than once)")
     p.add_argument("--hashserv-db", metavar="FILE", help="the producer's hash equivalence database (default: "
                    "bitbake's auto server's, BB_HASHSERVE_DB_DIR or PERSISTENT_DIR/hashserv.db)")
     add_database(p)
@@ -138,7 +154,9 @@ def make_parser():
                        "CACHE_DIR/server/admin.json, mode 0600, may write), a write endpoint on the unix socket "
                        "CACHE_DIR/server/hashserv.sock (only this user can reach it), and, while the cache has "
                        "a producer token (see token), an upload endpoint under /upload/v1/ on the http port "
-                       "for publish --to. Logs go to stderr and "
+                       "for publish --to, and a dashboard at / (what the cache gave the builds that report to it "
+                       "with EQUIVCACHE_REPORT_TO, its size, its publishes; JSON under /api/v1/). Logs go to "
+                       "stderr and "
                        "CACHE_DIR/server/serve.log. Refuses (status 2) a socket a live server holds or a "
                        "port in use.",
                        epilog="example: %s serve --bind 0.0.0.0 --public-host cache.example.com /srv/yocto-cache"
@@ -155,6 +173,12 @@ def make_parser():
                    "descriptor (default: the --bind address, or this machine's name if that is a wildcard)")
     p.add_argument("--max-upload-size", type=size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                    help="the largest file a producer may upload (default: 8G)")
+    p.add_argument("--no-reports", action="store_true", help="refuse the build reports of EQUIVCACHE_REPORT_TO "
+                   "(the dashboard shows publishes, gc and the cache only)")
+    p.add_argument("--history-rows", type=positive_int, metavar="N", help="keep at most N build reports (and N "
+                   "publishes, N gc runs) for the dashboard (default: %d; remembered)" % MAX_ROWS)
+    p.add_argument("--history-days", type=positive_int, metavar="DAYS", help="forget reports, publishes and gc "
+                   "runs older than DAYS (default: %d; remembered)" % MAX_DAYS)
     add_database(p)
 
     p = sub.add_parser("token", help="add, list or revoke producer tokens", formatter_class=formatter,
@@ -341,7 +365,8 @@ def cmd_publish(args):
         setup_logging(args)
         return publish_remote(find_bitbake(args.bitbake), os.path.abspath(args.builddir), args.to,
                               args.token_file, args.sstate_dir, args.downloads_dir, args.hashserv_db,
-                              args.stamps_dir, args.hashserv, not args.no_equivalences)
+                              args.stamps_dir, args.hashserv, not args.no_equivalences,
+                              buildstats_dirs=args.buildstats_dir)
     if not args.cache_dir:
         raise UsageError("give the cache directory CACHE_DIR, or --to URL of a cache served elsewhere")
     if args.token_file or args.hashserv or args.no_equivalences:
@@ -349,7 +374,8 @@ def cmd_publish(args):
     bitbake, password, cache = writable_cache(args)
     setup_logging(args)
     return publish(cache, bitbake, os.path.abspath(args.builddir), args.sstate_dir, args.downloads_dir,
-                   args.hashserv_db, args.database, password, stamps_dirs=args.stamps_dir)
+                   args.hashserv_db, args.database, password, stamps_dirs=args.stamps_dir,
+                   buildstats_dirs=args.buildstats_dir)
 
 
 def cmd_token(args):
@@ -390,8 +416,16 @@ def cmd_check(args):
 def cmd_serve(args):
     bitbake, password, cache = writable_cache(args)
     setup_logging(args, cache.layout)
+    if args.history_rows is not None or args.history_days is not None:
+        config = saved_config(cache.layout)
+        bounds = config.setdefault("history", {})
+        if args.history_rows is not None:
+            bounds["max_rows"] = args.history_rows
+        if args.history_days is not None:
+            bounds["max_days"] = args.history_days
+        save_config(cache.layout, config)
     return serve(cache, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
-                 args.database, password, args.verbose, args.max_upload_size)
+                 args.database, password, args.verbose, args.max_upload_size, not args.no_reports)
 
 
 def main(argv=None):

@@ -45,6 +45,7 @@ from equivcache.files import write_json
 from equivcache.formatting import human, utc_iso
 from equivcache.server.database import unihashes_named
 from equivcache.server.endpoints import import_hashserv, write_endpoint
+from equivcache.server.history import open_history
 from equivcache.server.layout import load_json, save_config, saved_config, server_config, write_descriptor
 
 DAY = 86400
@@ -333,7 +334,17 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
             out.write("gc: equivalences: %d rows kept (%d unihashes: objects present, or seen within %g days), "
                       "%d removed\n" % (marked, len(keep), settings["grace_days"], swept))
         out.write("gc: %d objects, %s kept\n" % (present - len(gone), human(total - freed)))
+        note_history(out, lambda: open_history(layout, server_config(layout, database), db_password).note_gc(
+            len(gone), freed, total - freed, settings["max_size"] or 0))
     return 0
+
+
+def note_history(out, note):
+    """Note a publish or gc run in the dashboard's history: its failure is a line of output, not a failure."""
+    try:
+        note()
+    except Exception as e:   # SQLite or PostgreSQL: what the dashboard misses is not worth a failed gc
+        out.write("the dashboard's history was not updated: %s\n" % e)
 
 
 def check(cache, bitbake, database=None, db_password=None, out=sys.stdout):

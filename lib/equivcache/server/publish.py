@@ -16,9 +16,13 @@ from equivcache.server.producer import producer_paths
 from equivcache.server.cache import commit_line, producer_of
 from equivcache.server.database import merge_database, read_producer_database, unihashes_named
 from equivcache.server.endpoints import import_hashserv, write_endpoint
+from equivcache.server.gc import note_history
+from equivcache.server.history import open_history
 from equivcache.server.layout import server_config
 
 
+# The producer a local publish's durations name (a remote one's: its token's name).
+LOCAL_PRODUCER = "local"
 _CONFIG_LINE = re.compile(r'^(\S+)\s*=\s*"(.*)"\s*$')
 _VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -71,9 +75,11 @@ def newest_build_configuration(tmpdirs):
 
 
 def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashserv_db=None,
-            database=None, db_password=None, out=sys.stdout, stamps_dirs=None):
+            database=None, db_password=None, out=sys.stdout, stamps_dirs=None, buildstats_dirs=None):
     """Add a producer build's sstate objects, downloads and equivalences to a local cache."""
-    paths = producer_paths(bitbake, builddir, sstate_dir, downloads_dir, stamps_dirs, hashserv_db, out)
+    paths = producer_paths(bitbake, builddir, sstate_dir, downloads_dir, stamps_dirs, hashserv_db, out,
+                           buildstats_dirs)
+    timed = paths.durations(LOCAL_PRODUCER)
     outhashes, unihashes = read_producer_database(paths.hashserv_db)
     layout = cache.layout
     config = server_config(layout, database)
@@ -83,11 +89,15 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
         started = time.time()
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
+        sent = [0, 0]
         for area, files, source, what in paths.files():
             copied, size, present = cache.add_files(area, files, source, "copying " + what, started)
+            sent[0] += copied
+            sent[1] += size
             out.write("%s: %d files copied (%s), %d already present, from %s\n"
                       % (what, copied, human(size), present, source))
         paths.say_absent(out)
+        paths.say_durations(timed, out)
 
         with write_endpoint(layout, bitbake, hashserv, config["database"], db_password) as address:
             with contextlib.closing(hashserv.create_client(address)) as client:
@@ -102,8 +112,11 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
                               counts["remapped"]))
                 summary = cache.commit(published_unihashes(outhashes, unihashes), started,
                                        producer_of(newest_build_configuration(paths.tmpdirs)),
-                                       counts["superseded"], lambda batch: unihashes_named(client, batch))
+                                       counts["superseded"], lambda batch: unihashes_named(client, batch),
+                                       timed)
         out.write(commit_line(summary))
+        note_history(out, lambda: open_history(layout, config, db_password).note_publish(
+            LOCAL_PRODUCER, summary["objects"], sent[0], sent[1]))
     return 0
 
 

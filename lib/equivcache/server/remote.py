@@ -159,12 +159,13 @@ def upload_files(connections, area, source, files, what):
 
 
 def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, downloads_dir=None, hashserv_db=None,
-                   stamps_dirs=None, hashserv_address=None, equivalences=True, out=sys.stdout):
+                   stamps_dirs=None, hashserv_address=None, equivalences=True, out=sys.stdout, buildstats_dirs=None):
     """Publish a producer's build to the cache served at url (without its
     equivalences if equivalences is false: a build that reported them itself)."""
     name, secret = read_token_file(token_file)
     paths = producer_paths(bitbake, builddir, sstate_dir, downloads_dir, stamps_dirs,
-                           hashserv_db or (None if equivalences else "-"), out)
+                           hashserv_db or (None if equivalences else "-"), out, buildstats_dirs)
+    timed = paths.durations(name)
     outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
     with tempfile.TemporaryDirectory() as scratch:   # where importing bb may write pyshtables.py
         hashserv = import_hashserv(bitbake, scratch)
@@ -178,16 +179,20 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
         connections = [upload] + [Upload(url, name, secret) for _ in range(CONNECTIONS - 1)]
+        total_sent = [0, 0]
         try:
             for area, files, source, what in trees:
                 wanted = [(rel, size) for rel, size in files if cache_path(area, rel) in missing]
                 sent, size_sent = upload_files(connections, area, source, wanted, what)
+                total_sent[0] += sent
+                total_sent[1] += size_sent
                 out.write("%s: %d files uploaded (%s), %d already present, from %s\n"
                           % (what, sent, human(size_sent), len(files) - sent, source))
         finally:
             for connection in connections[1:]:
                 connection.close()
         paths.say_absent(out)
+        paths.say_durations(timed, out)
 
         superseded = set()
         if not equivalences:
@@ -197,7 +202,10 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
                                              paths.hashserv_db, out)
         summary = upload.post("commit", {
             "unihashes": sorted(published_unihashes(outhashes, unihashes)), "started": started,
-            "superseded": sorted(superseded), "producer": producer_of(newest_build_configuration(paths.tmpdirs))})
+            "superseded": sorted(superseded), "producer": producer_of(newest_build_configuration(paths.tmpdirs)),
+            "sent": {"files": total_sent[0], "bytes": total_sent[1]},
+            "durations": [{"recipe": r, "task": t, "unihash": u, "seconds": e["seconds"], "measured": e["measured"]}
+                          for (r, t, u), e in sorted(timed.items())]})
         out.write(commit_line(summary))
     out.write("publish: done in %.1f s\n" % (time.time() - started))
     return 0

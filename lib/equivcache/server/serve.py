@@ -16,7 +16,11 @@ from equivcache.formatting import utc_iso
 from equivcache.server.database import show_database, unihashes_named
 from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, READ_PERMS, WRITE_PERMS, HashServ,
                                          check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
+from equivcache.reportsend import PATH as REPORTS
+from equivcache.server.dashboard import Dashboard
+from equivcache.server.history import open_history
 from equivcache.server.layout import PUBLIC, admin_credentials, load_json, save_config, server_config, write_descriptor
+from equivcache.server.status import cache_state
 from equivcache.server.tokens import TokenStore
 from equivcache.server.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHTTPServer
 
@@ -24,7 +28,8 @@ logger = logging.getLogger("equivcache.server")
 
 
 def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
-          public_host=None, database=None, db_password=None, verbose=False, max_upload=DEFAULT_MAX_UPLOAD):
+          public_host=None, database=None, db_password=None, verbose=False, max_upload=DEFAULT_MAX_UPLOAD,
+          accept_reports=True):
     """Serve the cache until SIGTERM or SIGINT; return the exit status."""
     layout = cache.layout
     config = server_config(layout, database)
@@ -70,8 +75,13 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         def named(unihashes):
             with contextlib.closing(hashserv.create_client("unix://" + layout.socket)) as client:
                 return unihashes_named(client, unihashes)
+        def hashserv_rows():
+            with contextlib.closing(hashserv.create_client("unix://" + layout.socket)) as client:
+                return {table: info["rows"] for table, info in client.get_db_usage().items()}
+        board = Dashboard(open_history(layout, config, db_password), lambda: cache_state(layout), hashserv_rows,
+                          accept_reports)
         tokens = TokenStore(layout.private)
-        mirror = CacheHTTPServer(cache, (bind, http_port), tokens, max_upload, named)
+        mirror = CacheHTTPServer(cache, (bind, http_port), tokens, max_upload, named, board)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
         write_descriptor(layout)
         state = {
@@ -93,6 +103,9 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         logger.info("  upload endpoint: %s%s (%s)", mirror.url, PREFIX,
                     "%d producer tokens, at most %d bytes a file" % (producers, max_upload) if producers
                     else "off until a producer token is added: equivcache-server token add NAME %s" % layout.root)
+        logger.info("  dashboard:       %s/ (build reports %s, kept in %s)", mirror.url,
+                    "taken at %s%s" % (mirror.url, REPORTS) if accept_reports else "refused (--no-reports)",
+                    board.history.where())
         logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
                     state["hashserv"], READ_PERMS, layout.admin)
         logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)

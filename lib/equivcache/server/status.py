@@ -2,10 +2,13 @@
 #
 # equivcache-server status: what is up, where, and how big the cache is.
 
+import json
 import sys
 
 from equivcache import probe
-from equivcache.formatting import human
+from equivcache.formatting import duration, human
+from equivcache.server.dashboard import summarize
+from equivcache.server.history import open_history
 from equivcache.server.database import database_usage, is_sqlite, show_database, sqlite_usage
 from equivcache.server.endpoints import READ_PERMS, loopback_for, socket_alive
 from equivcache.server.gc import scan
@@ -24,6 +27,57 @@ def gc_bound(settings, held):
     if settings.get("older_than") is not None:
         parts.append("evicts what is unused for %g days" % settings["older_than"])
     return "; ".join(parts) + "; equivalences kept %g days after their objects" % settings["grace_days"]
+
+
+def cache_state(layout):
+    """What the dashboard shows of the cache: its objects and their size, and gc's bound."""
+    objects, alone = scan(layout)
+    bound = saved_config(layout).get("gc") or {}
+    return {"objects": sum(1 for g in objects.values() if g.unihash),
+            "bytes": sum(g.size for g in list(objects.values()) + alone),
+            "max_size": bound.get("max_size"), "older_than": bound.get("older_than")}
+
+
+def dashboard_summary(layout, state):
+    """The dashboard's numbers: from the running server's API, else from a
+    SQLite history read here (None if neither can be had)."""
+    if state is not None:
+        try:
+            return json.loads(probe.fetch(state["http"] + "/api/v1/summary", 10))
+        except (OSError, ValueError):
+            return None
+    history = open_history(layout, saved_config(layout))
+    if not history.sqlite or not history.exists():
+        return None
+    return summarize(history.rows("equivcache_reports"), history.rows("equivcache_publishes"),
+                     history.rows("equivcache_gc"), {}, {})
+
+
+def headline(layout, state):
+    """The dashboard's headline numbers, as status lines."""
+    s = dashboard_summary(layout, state)
+    if s is None:
+        return ["  %-16s %s" % ("dashboard", "unavailable (serve the cache: its dashboard is at /)")]
+    b = s["builds"]
+    lines = []
+    if b["reports"]:
+        lines.append("  %-16s %d (setscene hit rate %.1f%%; saved %s over %d restored tasks%s)" % (
+            "builds reported", b["reports"], 100 * (b["hit_rate"] or 0), duration(max(0.0, b["net_seconds"])),
+            b["restored"], ", %d of unknown duration" % b["unknown"] if b["unknown"] else ""))
+    else:
+        lines.append("  %-16s none yet (EQUIVCACHE_REPORT_TO in the builds' configuration)" % "builds reported")
+    if s["publishes"]:
+        last = max(s["publishes"], key=lambda p: p["last"] or "")
+        lines.append("  %-16s %d by %d producers; last %s by %s" % (
+            "publishes", sum(p["publishes"] for p in s["publishes"]), len(s["publishes"]), last["last"],
+            last["producer"]))
+    if s["gc"]:
+        lines.append("  %-16s last run %s evicted %d objects (%s)" % (
+            "gc", s["gc"][0]["at"], s["gc"][0]["evicted"], human(s["gc"][0]["evicted_bytes"])))
+    if s["misses"]:
+        top = s["misses"][0]
+        lines.append("  %-16s %s:%s (in %d builds)" % ("misses most", top["recipe"], top["task"], top["builds"]))
+    return lines
 
 
 def status(layout, bitbake=None, out=sys.stdout):
@@ -74,5 +128,6 @@ def status(layout, bitbake=None, out=sys.stdout):
     lines.append("  %-16s %d files, %s" % ("downloads", files, human(total)))
     doc = load_json(layout.descriptor)
     lines.append("  %-16s %s" % ("descriptor", ("generated " + doc.get("generated", "?")) if doc else "none yet"))
+    lines.extend(headline(layout, state))
     out.write("\n".join(lines) + "\n")
     return code

@@ -11,9 +11,10 @@
 #                             Content-Length required, at most the size limit
 #                             201 stored, 200 already there
 #   POST /upload/v1/commit    {"unihashes": [...], "superseded": [...], "started": time,
-#                             "producer": {...}}: once per publish, in the cache's lock:
-#                             objects no equivalence names dropped, indexes, gc's
-#                             ledger, descriptor
+#                             "producer": {...}, "durations": [{recipe, task, unihash,
+#                             seconds, measured}]}: once per publish, in the cache's lock:
+#                             objects no equivalence names dropped, indexes and
+#                             durations, gc's ledger, descriptor
 #
 # Every request needs HTTP Basic authentication with a producer token
 # (NAME, SECRET): none or a wrong or revoked one is 401, a reader's 403.
@@ -29,6 +30,8 @@ import time
 import urllib.parse
 
 from equivcache import names
+from equivcache.reportsend import LIMIT as REPORT_LIMIT, PATH as REPORTS
+from equivcache.server import dashboard
 from equivcache.uploadapi import PREFIX, SHA256_HEADER
 from equivcache.server.cache import AREAS, Refused
 from equivcache.server.mirrorhttp import MirrorHandler, MirrorServer
@@ -68,13 +71,32 @@ def parse_upload_path(path):
     return path
 
 
+def commit_durations(entries, producer):
+    """{(recipe, task, unihash): entry} of a commit's "durations", named after the token's producer."""
+    if not isinstance(entries, list):
+        raise Refused(400, "commit: \"durations\" must be a list")
+    timed = {}
+    for e in entries:
+        if not (isinstance(e, dict) and all(isinstance(e.get(k), str) and 0 < len(e[k]) <= 256
+                                            for k in ("recipe", "task", "unihash", "measured"))
+                and isinstance(e.get("seconds"), (int, float)) and 0 <= e["seconds"] < 1e7):
+            raise Refused(400, "commit: a \"durations\" entry needs recipe, task, unihash, measured (strings) "
+                          "and seconds (a number): %.200s" % json.dumps(e))
+        timed[(e["recipe"], e["task"], e["unihash"])] = {"seconds": float(e["seconds"]), "producer": producer,
+                                                         "measured": e["measured"]}
+    return timed
+
+
 class CacheHTTPServer(MirrorServer):
     """The mirror of a cache, with its upload endpoint: the cache, its
     producer tokens, the size limit of a file, and named(unihashes) -> [bool]:
-    which unihashes its hash equivalence database names (for the commit)."""
+    which unihashes its hash equivalence database names (for the commit);
+    and its dashboard (dashboard.Dashboard, or None), whose history notes
+    each publish."""
 
-    def __init__(self, cache, address, tokens, max_upload, named):
+    def __init__(self, cache, address, tokens, max_upload, named, dashboard=None):
         self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
+        self.dashboard = dashboard
         super().__init__(cache.root, address, CacheHandler)
 
 
@@ -87,11 +109,39 @@ class CacheHandler(MirrorHandler):
     # answer on a kept-alive connection waits for the client's delayed ACK.
     disable_nagle_algorithm = True
 
+    def do_GET(self):
+        found = self.server.dashboard.get(self.path) if self.server.dashboard else None
+        if found is None:
+            self.send_file(body=True)
+            return
+        status, kind, body = found
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_PUT(self):
         self.upload("PUT")
 
     def do_POST(self):
-        self.upload("POST")
+        if urllib.parse.urlsplit(self.path).path == REPORTS and self.server.dashboard:
+            self.receive_report()
+        else:
+            self.upload("POST")
+
+    def receive_report(self):
+        try:
+            length = self.length()
+            if length > REPORT_LIMIT:
+                raise Refused(413, "a build report of %d bytes: at most %d" % (length, REPORT_LIMIT))
+            status, doc = 201, self.server.dashboard.receive(self.rfile.read(length))
+        except (Refused, dashboard.Refused) as e:
+            logger.warning("build report refused (%d) from %s: %s", e.status, self.address_string(), e)
+            self.close_connection = True
+            status, doc = e.status, {"error": str(e)}
+        self.answer(status, doc)
 
     def answer(self, status, doc):
         body = (json.dumps(doc, sort_keys=True) + "\n").encode()
@@ -205,9 +255,15 @@ class CacheHandler(MirrorHandler):
             raise Refused(400, "commit: \"producer\" must be an object")
         started = doc.get("started")
         started = float(started) if isinstance(started, (int, float)) else time.time()
+        timed = commit_durations(doc.get("durations", []), token["name"])
         with self.server.cache.lock():
             summary = self.server.cache.commit(set(unihashes), min(started, time.time()), producer,
-                                               set(superseded), self.server.named)
+                                               set(superseded), self.server.named, timed)
         logger.info("publish by %s committed: %d objects, sstate index %d files (%s)", token["name"],
                     summary["objects"], summary["sstate_index"], summary["sstate_index_change"])
+        sent = doc.get("sent") if isinstance(doc.get("sent"), dict) else {}
+        if self.server.dashboard:
+            self.server.dashboard.history.note_publish(
+                token["name"], summary["objects"], *(int(sent.get(k, 0)) if isinstance(sent.get(k), int) else 0
+                                                     for k in ("files", "bytes")))
         return summary
