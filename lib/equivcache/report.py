@@ -299,7 +299,7 @@ def summary_line(doc, path=None):
     parts.append("%d tasks run" % t["run"] + (", %d failed" % t["failed"] if t["failed"] else ""))
     saved = saved_text(doc["saved"])
     if saved:
-        parts.insert(0, saved)
+        parts.insert(1, saved)
     line = "equivcache: " + "; ".join(parts)
     if path:
         line += "; report %s" % path
@@ -313,9 +313,12 @@ def saved_text(saved):
     if not saved["timed"]:
         return "%d tasks restored, time saved unknown (%s)" % (
             saved["restored"], "no producer timed them" if saved["durations"] else "the cache has no durations")
-    text = "the cache saved %s of build time: %d tasks (their producers took %s, their setscene tasks %s here)" % (
-        duration(max(0.0, saved["net_seconds"])), saved["timed"], duration(saved["producer_seconds"]),
-        duration(saved["setscene_seconds"]))
+    took = "their producers took %s, their setscene tasks %s here" % (
+        duration(saved["producer_seconds"]), duration(saved["setscene_seconds"]))
+    if saved["net_seconds"] > 0:
+        text = "the cache saved %s of build time: %d tasks (%s)" % (duration(saved["net_seconds"]), saved["timed"], took)
+    else:
+        text = "the cache saved no build time: %d tasks (%s)" % (saved["timed"], took)
     if saved["unknown"]:
         text += ", %d more of unknown duration" % saved["unknown"]
     return text

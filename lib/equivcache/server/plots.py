@@ -7,7 +7,7 @@
 
 import io
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
 
 _lock = threading.Lock()   # pyplot's state is global
@@ -51,17 +51,18 @@ def _day(text):
 
 
 def hit_rate(summary):
-    """Setscene hit rate of each recent build (points) and of each day (line), in percent."""
+    """Setscene hit rate of each recent build (points) and of each day (a segment across the day), in percent."""
     builds = [r for r in reversed(summary["recent"]) if r["hit_rate"] is not None]
     days = [d for d in summary["per_day"] if d["hit_rate"] is not None]
 
     def draw(ax):
+        for n, d in enumerate(days):
+            start = _day(d["day"]).replace(tzinfo=None)
+            ax.hlines(100 * d["hit_rate"], start, start + timedelta(days=1), color="#247", linewidth=2,
+                      label="per day" if n == 0 else None)
         if builds:
             ax.plot([datetime.strptime(r["received"], "%Y-%m-%dT%H:%M:%SZ") for r in builds],
                     [100 * r["hit_rate"] for r in builds], "o", color="#4a7", label="per build")
-        if days:
-            ax.plot([_day(d["day"]).replace(tzinfo=None) for d in days], [100 * d["hit_rate"] for d in days],
-                    "-", color="#247", label="per day")
         ax.set_ylim(0, 105)
         ax.set_ylabel("hit rate (%)")
         ax.set_title("setscene tasks the cache gave")
@@ -76,7 +77,9 @@ def saved(summary):
     days = summary["per_day"]
 
     def draw(ax):
-        ax.bar([d["day"] for d in days], [max(0.0, d["net_seconds"]) / 60.0 for d in days], color="#4a7")
+        minutes = [max(0.0, d["net_seconds"]) / 60.0 for d in days]
+        ax.bar([d["day"] for d in days], minutes, color="#4a7")
+        ax.set_ylim(0, max(minutes + [1.0]) * 1.1)
         ax.set_ylabel("minutes")
         ax.set_title("build time the cache saved, per day")
         ax.tick_params(axis="x", labelrotation=30)

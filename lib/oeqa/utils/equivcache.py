@@ -305,6 +305,44 @@ def sigdata(stamps, arch, pn, pv, task, unihash, mtime):
 
 
 
+def buildstats_durations(base):
+    """{(PF, task): seconds} of the newest run of each task (setscene tasks
+    left out) in a producer's buildstats, read on their own (not through
+    lib/equivcache/durations.py, whose result the tests compare with this)."""
+    found = {}
+    for build in sorted(os.listdir(base)):
+        for path in glob.glob(os.path.join(base, build, "*", "do_*")):
+            if path.endswith("_setscene"):
+                continue
+            with open(path) as f:
+                text = f.read()
+            started = re.search(r"^Started: ([0-9.]+)", text, re.MULTILINE)
+            ended = re.search(r"^Ended: ([0-9.]+)", text, re.MULTILINE)
+            if started and ended and "Status: PASSED" in text:
+                pf, task = path.split(os.sep)[-2:]
+                found[(pf, task)] = round(float(ended.group(1)) - float(started.group(1)), 2)
+    return found
+
+
+def chromium(url, workdir, screenshot=None):
+    """The DOM of url as Debian's headless Chromium renders it (and, with
+    screenshot, a PNG of the page there)."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        raise RuntimeError("no chromium (Debian package chromium; tests/setup installs it)")
+    command = [binary, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+               "--user-data-dir=" + os.path.join(workdir, "chromium-profile"), "--window-size=1280,2200"]
+    if screenshot:
+        subprocess.run(command + ["--screenshot=" + screenshot, url], check=True, capture_output=True, timeout=120)
+    return subprocess.run(command + ["--dump-dom", url], check=True, capture_output=True, text=True,
+                          timeout=120).stdout
+
+
+def page_figures(dom):
+    """{id: text} of the dashboard's headline figures (<b id="...">) in a DOM."""
+    return dict(re.findall(r'<b id="([a-z-]+)">([^<]*)</b>', dom))
+
+
 # Readers of bitbake's console output.
 
 TASK_RE = re.compile(r"^NOTE: recipe (\S+)-[^-\s]+-r\d+: task (do_\S+): Started$", re.MULTILINE)

@@ -130,14 +130,16 @@ def producer(builddir, testinc_path):
     """The producer of the seed's scenario, built once per oe-selftest run:
     the chain with OEEquivHash and an auto server, then an equivalent change
     in A (EQUIVCACHE_TEST_SAME_OUTPUT): A reruns, B and C do not. Its
-    directory holds tmp/, sstate-cache/ and persistent/hashserv.db."""
+    directory holds tmp/ (with buildstats: publish times each object's
+    task from them), sstate-cache/ and persistent/hashserv.db."""
     directory = os.path.join(builddir, "ec-producer")
     if _producer.get("dir") == directory:
         return directory
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
     base = ('TMPDIR = "{p}/tmp"\nSSTATE_DIR = "{p}/sstate-cache"\nPERSISTENT_DIR = "{p}/persistent"\n'
-            'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\n').format(p=directory)
+            'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "auto"\nUSER_CLASSES += "buildstats"\n').format(
+                p=directory)
     for extra in ("", 'EQUIVCACHE_TEST_SAME_OUTPUT = "1"\n'):
         ftools.write_file(testinc_path, base + extra)
         fresh_bitbake_server(builddir)

@@ -8,11 +8,14 @@ import glob
 import json
 import os
 import subprocess
+import urllib.request
 
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import TARGET, ProducerTestCase, fresh_bitbake_server
 from oeqa.utils.commands import get_bb_var, runCmd
-from oeqa.utils.equivcache import DOCTOR
+from oeqa.utils.equivcache import DOCTOR, buildstats_durations, chromium, page_figures, wait_for
+from equivcache.formatting import duration
+from equivcache.report import saved_text
 
 
 @OETestTag("meta-equivcache")
@@ -20,11 +23,17 @@ class EquivCacheReportTests(ProducerTestCase):
     """The build report and equivcache-doctor on a published cache."""
 
     def test_report_seed_scenario(self):
-        """The build report in the seed's scenario: mirror without upstream (misses), then with it (100%)."""
-        cache_dir, server, _ = self.publish_and_serve("cache")
+        """The build report in the seed's scenario: mirror without upstream (misses), then with it (100%):
+        what the restored tasks took the producer, and the dashboard both builds reported to."""
+        cache_dir, server, output = self.publish_and_serve("cache")
+        self.assertRegex(output, r"durations: [1-9]\d* of the sstate objects' tasks timed")
         mirror = "file://.* %s/sstate-cache/PATH;downloadfilename=PATH" % server.url
         base = ('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\n'
-                'SSTATE_MIRRORS = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\n' % mirror)
+                'SSTATE_MIRRORS = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\nEQUIVCACHE_REPORT_TO = "%s"\n'
+                'EQUIVCACHE_REPORT_NAME = "selftest"\n' % (mirror, server.url))
+        # TMPDIR is tmp + TCLIBCAPPEND
+        produced = buildstats_durations(glob.glob(os.path.join(self.producer, "tmp*", "buildstats"))[0])
+        reports = []
 
         partial = os.path.join(self.workdir, "partial")
         self.consumer(base, workdir=partial)
@@ -44,6 +53,8 @@ class EquivCacheReportTests(ProducerTestCase):
         self.assertEqual(report["hashserv"]["errors"], 0, msg=report)
         self.assertGreater(report["downloads"]["objects"], 0, msg=report)
         self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
+        self.assert_time_saved(report, produced, server.url, output)
+        reports.append(report)
 
         full = os.path.join(self.workdir, "full")
         self.consumer(base + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % server.hashserv, workdir=full)
@@ -58,6 +69,58 @@ class EquivCacheReportTests(ProducerTestCase):
         self.assertGreater(report["hashserv"]["equivalent"], 0, msg=report)
         self.assertGreater(report["hashserv"]["queries"], report["hashserv"]["equivalent"], msg=report)
         self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
+        self.assert_time_saved(report, produced, server.url, output)
+        self.assertEqual(report["saved"]["restored"], report["setscene"]["completed"], msg=report)
+        reports.append(report)
+        self.assert_dashboard(server.url, reports)
+
+    def assert_time_saved(self, report, produced, url, output):
+        """Every restored task's time saved is the producer's buildstats duration of it, and the total
+        is their sum less the setscene time spent."""
+        saved = report["saved"]
+        self.assertEqual(saved["durations"], url + "/durations.json", msg=saved)
+        self.assertGreater(saved["restored"], 0, msg=saved)
+        self.assertEqual((saved["timed"], saved["unknown"]), (saved["restored"], 0), msg=saved)
+        expected = 0.0
+        for task in saved["tasks"]:
+            runs = [s for (pf, t), s in produced.items() if t == task["task"] and pf.startswith(task["recipe"] + "-")]
+            self.assertEqual(len(runs), 1, msg="%s: %s" % (task, runs))
+            self.assertAlmostEqual(task["producer_seconds"], runs[0], places=2, msg=task)
+            self.assertGreaterEqual(task["setscene_seconds"], 0.0)
+            expected += runs[0]
+        self.assertAlmostEqual(saved["producer_seconds"], expected, places=2)
+        self.assertGreater(saved["setscene_seconds"], 0.0, msg=saved)
+        self.assertAlmostEqual(saved["net_seconds"], expected - saved["setscene_seconds"], places=2)
+        line = [l for l in output.splitlines() if l.startswith("equivcache: setscene ")]
+        self.assertEqual(len(line), 1, msg=output)
+        self.assertIn("%d tasks (their producers took %s, their setscene tasks %s here)" % (
+            saved["timed"], duration(expected), duration(saved["setscene_seconds"])), line[0])
+        self.assertIn("; %s;" % saved_text(saved), line[0])
+
+    def assert_dashboard(self, url, reports):
+        """The dashboard got both reports (sent in the background) and shows their numbers in a real browser."""
+        def arrived():
+            with urllib.request.urlopen(url + "/api/v1/summary", timeout=10) as answer:
+                return json.load(answer)["builds"]["reports"] == len(reports)
+        wait_for(arrived, 60, "the builds' reports did not reach the dashboard")
+        with urllib.request.urlopen(url + "/api/v1/summary", timeout=10) as answer:
+            summary = json.load(answer)
+        wanted = sum(r["setscene"]["wanted"] for r in reports)
+        hits = sum(r["setscene"]["local"] + r["setscene"]["mirror"] for r in reports)
+        net = sum(r["saved"]["net_seconds"] for r in reports)
+        self.assertEqual((summary["builds"]["wanted"], summary["builds"]["hits"]), (wanted, hits), msg=summary)
+        self.assertAlmostEqual(summary["builds"]["net_seconds"], net, places=2)
+        self.assertEqual([r["reporter"] for r in summary["recent"]], ["selftest"] * len(reports))
+        self.assertEqual({(m["recipe"], m["task"]) for m in summary["misses"]},
+                         {(t["recipe"], t["task"]) for r in reports for t in r["misses"]["tasks"]}, msg=summary)
+        # Beside oe-selftest.log (oe-selftest removes its build directory): tests/run's output.
+        screenshot = os.path.join(os.path.dirname(self.builddir), "dashboard.png")
+        figures = page_figures(chromium(url + "/", self.workdir, screenshot))
+        self.assertEqual(figures, {
+            "builds": str(len(reports)), "hit-rate": "%.1f%%" % (100.0 * hits / wanted), "saved": duration(max(0.0, net)),
+            "restored": str(sum(r["saved"]["restored"] for r in reports)), "unknown": "0"}, msg=figures)
+        self.assertGreater(os.path.getsize(screenshot), 20000)
+        self.logger.info("the dashboard, as Chromium shows it: %s" % screenshot)
 
     def doctor(self, *targets):
         fresh_bitbake_server(self.builddir)
