@@ -401,6 +401,11 @@ def on_config_parsed(d):
     if server and urllib.parse.urlsplit(server).scheme not in ("http", "https", "file"):
         fatal("equivcache: EQUIVCACHE_SERVER = \"%s\" must be the http(s):// URL of a cache server "
                  "(for example \"http://cache.example.com:8080\")." % server)
+    for name in ("EQUIVCACHE_PUBLISH", "EQUIVCACHE_REPORT_TO"):
+        url = (d.getVar(name) or "").strip()
+        if url and (urllib.parse.urlsplit(url).scheme not in ("http", "https") or not urllib.parse.urlsplit(url).netloc):
+            fatal("equivcache: %s = \"%s\" must be the http(s):// URL of a cache server "
+                  "(for example \"http://cache.example.com:8080\")." % (name, url))
     doc, _, error = find_descriptor(d, server, timeout)
     changes = {}
     notes = []

@@ -136,3 +136,13 @@ def test_reports_once_per_cooker_until_a_build_completes(tmp_path):
     assert check.first_report(d, ("fingerprint", [], [])) is True
     check.forget_reports(d)                               # BuildCompleted
     assert check.first_report(d, report) is True
+
+
+@pytest.mark.parametrize("name, value", [("EQUIVCACHE_REPORT_TO", "cache.example.com:8080"),
+                                         ("EQUIVCACHE_PUBLISH", "ftp://cache.example.com/"),
+                                         ("EQUIVCACHE_REPORT_TO", "http://")])
+def test_bad_report_and_publish_urls_stop_the_parse(tmp_path, name, value, caplog):
+    d = datastore(tmp_path, TOPDIR=str(tmp_path), **{name: value})
+    with pytest.raises(bb.BBHandledException):
+        check.on_config_parsed(d)
+    assert '%s = "%s" must be the http(s):// URL of a cache server' % (name, value) in caplog.text

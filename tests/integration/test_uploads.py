@@ -335,7 +335,7 @@ def test_publish_reads_the_build_configuration(served, tmp_path):
                     reason="needs nginx (Debian package nginx-light) and a user other than root")
 def test_nginx_proxies_uploads_with_tls(served, tmp_path):
     """config --nginx --upload-port --tls-cert: a real nginx terminates TLS, serves the
-    mirror and passes uploads (within its body limit) to serve; publish --to https:// works."""
+    mirror and passes uploads (within its body limit) and the dashboard to serve; publish --to https:// works."""
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                     "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
@@ -372,6 +372,11 @@ def test_nginx_proxies_uploads_with_tls(served, tmp_path):
             == 413   # nginx's limit, before serve sees it
         assert through_nginx("PUT", path, b"x", {"X-Equivcache-SHA256": hashlib.sha256(b"x").hexdigest()}) == 401
         assert through_nginx("PUT", "/equivcache.json", b"x", {}) == 405
+        # The dashboard and a build's report, through nginx.
+        assert through_nginx("GET", "/", None, {}) == 200 and through_nginx("GET", "/api/v1/summary", None, {}) == 200
+        assert through_nginx("POST", "/api/v1/reports", b"{}", {"Content-Type": "application/json"}) == 400
+        assert through_nginx("POST", "/api/v1/summary", b"{}", {}) == 405
+        assert through_nginx("GET", "/durations.json", None, {}) == 200
         assert not os.path.exists(os.path.join(served.cache_dir, OBJECT))
         check = run("check", served.cache_dir)
         assert check.returncode == 0 and "consistent" in check.stdout, check

@@ -257,9 +257,9 @@ def make_parser():
     p.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT, help="mirror port")
     p.add_argument("--hashserv-port", type=port, default=DEFAULT_HASHSERV_PORT, help="read endpoint port")
     p.add_argument("--public-host", default="_", metavar="HOST", help="(nginx) server_name")
-    p.add_argument("--upload-port", type=port, metavar="PORT", help="(nginx) proxy the upload endpoint "
-                   "(/upload/v1/) to equivcache-server serve's http port on 127.0.0.1 (serve --bind 127.0.0.1 "
-                   "--http-port PORT)")
+    p.add_argument("--serve-port", "--upload-port", dest="upload_port", type=port, metavar="PORT",
+                   help="(nginx) proxy the upload endpoint (/upload/v1/) and the dashboard (/, /plots/, /api/v1/) "
+                   "to equivcache-server serve's http port on 127.0.0.1 (serve --bind 127.0.0.1 --http-port PORT)")
     p.add_argument("--max-upload-size", type=size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                    help="(nginx) the largest upload body nginx passes on (default: 8G; as serve's)")
     p.add_argument("--tls-cert", metavar="FILE", help="(nginx) serve https with this certificate (and --tls-key)")

@@ -21,15 +21,17 @@ server {{
     sendfile on;
     tcp_nopush on;
 
-    # Read-only, but for the upload endpoint: GET and HEAD only.
+    # Read-only, but for the upload endpoint and build reports: GET and HEAD only.
     set $equivcache_method $request_method;
     if ($uri ~ ^/upload/v1/) {{ set $equivcache_method GET; }}
+    if ($uri = /api/v1/reports) {{ set $equivcache_method GET; }}
     if ($equivcache_method !~ ^(GET|HEAD)$) {{ return 405; }}
 {upload}
     # Only what the mirror publishes; everything else is 404.
     location / {{ return 404; }}
     location = /equivcache.json {{ default_type application/json; expires -1; }}
     location = /index.json {{ default_type application/json; expires -1; }}
+    location = /durations.json {{ default_type application/json; expires -1; }}
     location /sstate-cache/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /downloads/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /siginfo/ {{ default_type application/octet-stream; disable_symlinks on; }}
@@ -83,6 +85,16 @@ UPLOAD = """
         proxy_send_timeout 300s;
         proxy_pass http://127.0.0.1:{upstream};
     }}
+
+    # The dashboard, its plots and its JSON API (builds' reports: POST
+    # /api/v1/reports, at most 4 MiB), from equivcache-server serve.
+    location = / {{ proxy_pass http://127.0.0.1:{upstream}; }}
+    location /plots/ {{ proxy_pass http://127.0.0.1:{upstream}; }}
+    location /api/v1/ {{
+        client_max_body_size 4m;
+        proxy_set_header Host $host;
+        proxy_pass http://127.0.0.1:{upstream};
+    }}
 """
 
 TLS = """    ssl_certificate {cert};
@@ -92,8 +104,8 @@ TLS = """    ssl_certificate {cert};
 
 def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_cert=None, tls_key=None):
     """The site; on every address unless bind names one; with TLS if given
-    a certificate and key; with the upload endpoint proxied to serve's
-    http port on loopback if upload_port is given."""
+    a certificate and key; with the upload endpoint and the dashboard
+    proxied to serve's http port on loopback if upload_port is given."""
     ssl = " ssl" if tls_cert else ""
     if bind in (None, "", "0.0.0.0", "::"):
         listen = "    listen %d%s;\n    listen [::]:%d%s;" % (port, ssl, port, ssl)
