@@ -132,6 +132,9 @@ def test_durations_through_publish_to_the_report(tmp_path):
         assert (saved["restored"], saved["timed"], saved["unknown"]) == (4, 3, 1)
         assert saved["producer_seconds"] == pytest.approx(sum(timed))
         assert saved["net_seconds"] == pytest.approx(sum(timed) - 3.0)
+        # Publishes per producer, local and remote, with the files each brought (objects, .siginfo, sigdata).
+        publishes = {p["producer"]: p for p in json.loads(get(server.url + "/api/v1/summary")[2])["publishes"]}
+        assert {n: (p["publishes"], p["files"]) for n, p in publishes.items()} == {"local": (1, 9), "ci-2": (2, 5)}
     finally:
         assert server.stop() == 0
 
@@ -140,6 +143,9 @@ def test_durations_through_publish_to_the_report(tmp_path):
     assert result.returncode == 0, result
     with open(os.path.join(cache_dir, durations.NAME)) as f:
         assert json.load(f)["tasks"] == []
+    layout = Layout(cache_dir)
+    runs = History(layout, layout.database).rows("equivcache_gc")
+    assert [(r["evicted"], r["kept_bytes"], r["max_size"]) for r in runs] == [(5, 0, 1)], runs
 
 
 def test_reports_dashboard_and_status(tmp_path):
