@@ -8,8 +8,11 @@ reads every module's imports to keep it so).
 
 Build time (imported by bitbake):
   siggen.py        the EquivCacheHash signature handler (registered in bb.siggen)
+  hashclient.py    its hash equivalence clients: bounded in time, failures raised once as "away"
   configcheck.py   equivcache.bbclass's ConfigParsed handler: gather, probe, judge, warn/fix/fail
   buildreport.py   equivcache.bbclass's build-event handler: the build report
+  buildpublish.py  equivcache.bbclass's publish at build end (EQUIVCACHE_PUBLISH)
+  reportsend.py    a build's report sent to a cache's dashboard (EQUIVCACHE_REPORT_TO; pure)
   sstatecheck.py   the mirror availability check (BB_HASHCHECK_FUNCTION), from sstate indexes
   rules.py         the rule registry: one function per mismatch (pure)
   report.py        the build report's record, miss classes and summary line (pure)
@@ -20,14 +23,17 @@ Build time (imported by bitbake):
 
 Formats and shared helpers (pure):
   descriptor.py    equivcache.json, a cache's descriptor
-  index.py         index.json, what a cache holds (schemas/index-v2.json)
-  sstateindex.py   sstate-index/, the files of sstate-cache/ as 8-byte keys in an append-only journal
+  catalog.py       index.json: the cache's catalog, each object and task signature by recipe,
+                   task and unihash (schemas/index-v2.json)
+  pathkeys.py      sstate-index/: the paths of sstate-cache/'s files as 8-byte keys in an
+                   append-only journal, for the availability check
+  durations.py     durations.json: each object's task time on its producer (schemas/durations-v1.json)
   names.py         sstate object and signature data names, and walks over them
   files.py         atomic writes
-  formatting.py    sizes and times for people
+  formatting.py    sizes, durations and times for people
   buildlock.py     waiting for a build directory's bitbake server to exit
   cli.py           the scripts' error convention, parser, bitbake finder, progress bar
-  schemas/         JSON schemas of the report and the index
+  schemas/         JSON schemas of the report, the catalog, the durations and the dashboard's API
 
 Tools (scripts/ are thin front ends over these):
   server/          equivcache-server: publish, serve, status, config

@@ -17,7 +17,7 @@ import bb
 import bb.event
 import bb.runqueue
 
-from equivcache import durations, files, index, probe, report, reportsend
+from equivcache import catalog, durations, files, probe, report, reportsend
 from equivcache.configcheck import descriptor_locations
 
 INDEX_LIMIT = 256 << 20
@@ -25,12 +25,12 @@ DURATIONS_LIMIT = 256 << 20
 
 
 def find_index(d, timeout):
-    """(index.unihashes_by_task() of the cache's index.json, its URL), or (None, None)."""
-    doc, url, errors = index.read_first(descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", index.NAME),
+    """(catalog.unihashes_by_task() of the cache's index.json, its URL), or (None, None)."""
+    doc, url, errors = catalog.read_first(descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", catalog.NAME),
                                         timeout, INDEX_LIMIT)
     for error in errors:
         bb.debug(1, "equivcache: no index at %s" % error)
-    return (index.unihashes_by_task(doc), url) if doc is not None else (None, None)
+    return (catalog.unihashes_by_task(doc), url) if doc is not None else (None, None)
 
 
 def find_durations(d, timeout):

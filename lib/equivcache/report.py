@@ -5,9 +5,10 @@
 # import, so plain pytest exercises it.
 #
 # The cooker fills one BuildRecord per build: EquivCacheHash with the
-# unihash queries and the sstate check (its checkhashes hook, which
-# sstate_checkhashes calls with what it found locally and on the mirrors),
-# equivcache.bbclass with the runqueue's events. At BuildCompleted the class
+# unihash queries (HashServerUse) and the sstate check (its checkhashes
+# hook, which sstate_checkhashes calls with what it found locally and on the
+# mirrors), equivcache.bbclass with the runqueue's events (SetsceneUse, and
+# the real tasks in BuildRecord). At BuildCompleted the class
 # writes document() as JSON under ${LOG_DIR}/equivcache/ and prints
 # summary_line(). The document's schema is schemas/report-v2.json (version 2
 # added "saved": what the restored tasks took their producers, from the
@@ -64,28 +65,10 @@ def finish():
 MAX_OTHER_UNIHASHES = 3
 
 
-class BuildRecord:
-    """What one build got from the cache, filled in the cooker as it happens."""
+class HashServerUse:
+    """What the hash equivalence server gave a build: EquivCacheHash's queries."""
 
-    def __init__(self, name="", targets=(), started=None, server=""):
-        self.name = name
-        self.targets = list(targets)
-        self.started = time.time() if started is None else started
-        # The first sstate check: {tid: {"recipe", "task", "unihash", "taskhash", "where", "path"}}
-        self.checked = None
-        self.first = {"wanted": 0, "local": 0, "mirror": 0, "missed": 0}
-        self.rechecked = 0
-        self.found_on_recheck = 0
-        # Setscene tasks: start times, the ones that completed and failed
-        self.scene_started = {}
-        self.scene_completed = {}    # tid: when
-        self.scene_failed = set()
-        self.downloads = []          # (tid, bytes, seconds)
-        # Real tasks
-        self.tasks_run = 0
-        self.tasks_noexec = 0
-        self.tasks_failed = 0
-        # The hash equivalence server
+    def __init__(self, server=""):
         self.server = server
         self.queries = 0
         self.equivalent = 0
@@ -94,8 +77,6 @@ class BuildRecord:
         self.latency_total = 0.0
         self.latency_max = 0.0
         self.guessed = set()
-
-    # -- EquivCacheHash ---------------------------------------------------
 
     def unihash_call(self, asked, answers, taskhashes, seconds):
         """A query of the server for the tids in asked, answered."""
@@ -110,6 +91,37 @@ class BuildRecord:
 
     def unihashes_guessed(self, tids):
         self.guessed.update(tids)
+
+    def hashserv_document(self):
+        return {
+            "server": self.server,
+            "queries": self.queries,
+            "equivalent": self.equivalent,
+            "errors": self.errors,
+            "guessed": len(self.guessed),
+            "calls": self.calls,
+            "latency_ms": {
+                "mean": round(1000 * self.latency_total / self.calls, 3) if self.calls else 0.0,
+                "max": round(1000 * self.latency_max, 3),
+                "total": round(1000 * self.latency_total, 3),
+            },
+        }
+
+
+class SetsceneUse:
+    """What the sstate cache gave a build: the sstate check (EquivCacheHash's
+    checkhashes hook) and the setscene tasks (the runqueue's events)."""
+
+    def __init__(self):
+        # The first sstate check: {tid: {"recipe", "task", "unihash", "taskhash", "where", "path"}}
+        self.checked = None
+        self.first = {"wanted": 0, "local": 0, "mirror": 0, "missed": 0}
+        self.rechecked = 0
+        self.found_on_recheck = 0
+        self.scene_started = {}      # tid: when
+        self.scene_completed = {}    # tid: when
+        self.scene_failed = set()
+        self.downloads = []          # (tid, bytes, seconds)
 
     def sstate_checked(self, entries):
         """One call of sstate_checkhashes: {tid: entry}, entry["where"] being
@@ -128,17 +140,6 @@ class BuildRecord:
             if entry["where"] != "missed" and (before is None or before["where"] == "missed"):
                 self.found_on_recheck += 1
             self.checked[tid] = entry
-
-    # -- runqueue events --------------------------------------------------
-
-    def task_started(self, noexec):
-        if noexec:
-            self.tasks_noexec += 1
-        else:
-            self.tasks_run += 1
-
-    def task_failed(self):
-        self.tasks_failed += 1
 
     def scene_task_started(self, tid, when=None):
         self.scene_started[tid] = time.time() if when is None else when
@@ -168,16 +169,15 @@ class BuildRecord:
     def scene_task_failed(self, tid):
         self.scene_failed.add(tid)
 
-    # -- the result -------------------------------------------------------
-
-    def misses(self, index=None):
+    def misses(self, index=None, guessed=()):
         """[(tid, entry, class, other unihashes)] of every setscene task the
         cache did not give: missed by the check, or found on the mirror and
-        failed. index: index.unihashes_by_task() of the mirror's index.json, or None."""
+        failed. index: catalog.unihashes_by_task() of the mirror's index.json,
+        or None; guessed: the tids whose unihash was guessed."""
         result = []
         for tid, entry in sorted((self.checked or {}).items()):
             if entry["where"] == "missed":
-                cls, others = classify(entry, tid in self.guessed, index)
+                cls, others = classify(entry, tid in guessed, index)
             elif entry["where"] == "mirror" and tid in self.scene_failed:
                 cls, others = DOWNLOAD_FAILED, []
             else:
@@ -219,6 +219,45 @@ class BuildRecord:
             "tasks": tasks,
         }
 
+    def setscene_document(self):
+        return dict(self.first, rechecked=self.rechecked, found_on_recheck=self.found_on_recheck,
+                    completed=len(self.scene_completed), failed=len(self.scene_failed))
+
+    def downloads_document(self):
+        return {
+            "objects": len(self.downloads),
+            "bytes": sum(b for _, b, _ in self.downloads),
+            "seconds": round(sum(s for _, _, s in self.downloads), 3),
+        }
+
+
+class BuildRecord(SetsceneUse, HashServerUse):
+    """What one build got from the cache, filled in the cooker as it happens:
+    the sstate side (SetsceneUse), the hash server side (HashServerUse) and
+    the real tasks run."""
+
+    def __init__(self, name="", targets=(), started=None, server=""):
+        SetsceneUse.__init__(self)
+        HashServerUse.__init__(self, server)
+        self.name = name
+        self.targets = list(targets)
+        self.started = time.time() if started is None else started
+        self.tasks_run = 0
+        self.tasks_noexec = 0
+        self.tasks_failed = 0
+
+    def task_started(self, noexec):
+        if noexec:
+            self.tasks_noexec += 1
+        else:
+            self.tasks_run += 1
+
+    def task_failed(self):
+        self.tasks_failed += 1
+
+    def misses(self, index=None):
+        return SetsceneUse.misses(self, index, self.guessed)
+
     def document(self, index=None, index_source=None, succeeded=True, finished=None, durations=None,
                  durations_source=None):
         misses = self.misses(index)
@@ -235,26 +274,9 @@ class BuildRecord:
                 "finished": utc_iso(finished),
                 "succeeded": bool(succeeded),
             },
-            "setscene": dict(self.first, rechecked=self.rechecked, found_on_recheck=self.found_on_recheck,
-                             completed=len(self.scene_completed), failed=len(self.scene_failed)),
-            "downloads": {
-                "objects": len(self.downloads),
-                "bytes": sum(b for _, b, _ in self.downloads),
-                "seconds": round(sum(s for _, _, s in self.downloads), 3),
-            },
-            "hashserv": {
-                "server": self.server,
-                "queries": self.queries,
-                "equivalent": self.equivalent,
-                "errors": self.errors,
-                "guessed": len(self.guessed),
-                "calls": self.calls,
-                "latency_ms": {
-                    "mean": round(1000 * self.latency_total / self.calls, 3) if self.calls else 0.0,
-                    "max": round(1000 * self.latency_max, 3),
-                    "total": round(1000 * self.latency_total, 3),
-                },
-            },
+            "setscene": self.setscene_document(),
+            "downloads": self.downloads_document(),
+            "hashserv": self.hashserv_document(),
             "tasks": {"run": self.tasks_run, "noexec": self.tasks_noexec, "failed": self.tasks_failed},
             "misses": {
                 "index": index_source,

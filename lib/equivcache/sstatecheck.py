@@ -2,7 +2,7 @@
 #
 # The mirror availability check of equivcache.bbclass (BB_HASHCHECK_FUNCTION):
 # stock sstate_checkhashes, except that a mirror with an sstate index
-# (lib/equivcache/sstateindex.py, published by equivcache-server) is answered
+# (lib/equivcache/pathkeys.py, published by equivcache-server) is answered
 # from that index in at most two requests instead of one per object. Mirrors
 # without an index get stock's own per-object check, for the objects no
 # indexed mirror has. Cooker only.
@@ -15,7 +15,7 @@ import bb.data
 import bb.event
 import bb.runqueue
 
-from equivcache import sstateindex
+from equivcache import pathkeys
 from equivcache.mirrors import parse_mirrors
 
 # Tasks whose object is named by their shared spec (sstate_checkhashes).
@@ -65,16 +65,16 @@ def warn_once(url, message):
 
 
 def load_indexes(mirrors, d):
-    """{mirror: sstateindex.Fetched} of the indexed mirrors that have a usable index."""
+    """{mirror: pathkeys.Fetched} of the indexed mirrors that have a usable index."""
     timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
     cache_root = os.path.join(d.getVar("PERSISTENT_DIR"), "equivcache", "sstate-index")
     loaded = {}
     for mirror in mirrors:
-        url = sstateindex.index_url(mirror.root)
+        url = pathkeys.index_url(mirror.root)
         cache_dir = os.path.join(cache_root, hashlib.sha256(url.encode()).hexdigest()[:16])
         try:
-            loaded[mirror] = sstateindex.load(mirror.root, cache_dir, timeout)
-        except sstateindex.Unavailable as e:
+            loaded[mirror] = pathkeys.load(mirror.root, cache_dir, timeout)
+        except pathkeys.Unavailable as e:
             if e.quiet:
                 bb.debug(1, "equivcache: no sstate index for %s (%s)" % (mirror.url, e))
             else:
@@ -135,7 +135,7 @@ def checkhashes(stock, sq_data, d, siginfo=False, currentcount=0, summary=True, 
         bb.event.fire(bb.event.ProcessStarted(PROGRESS_MESSAGE, len(missed)), d)
     wanted = {}
     for tid in missed:
-        wanted.setdefault(sstateindex.key_int(paths[tid]), []).append(tid)
+        wanted.setdefault(pathkeys.key_int(paths[tid]), []).append(tid)
     for mirror, fetched in indexes.items():
         for k in set(wanted).intersection(fetched.keys):
             for tid in wanted.pop(k):

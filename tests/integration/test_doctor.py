@@ -16,7 +16,7 @@ import bb.compress.zstd  # noqa: E402
 import bb.siggen  # noqa: E402
 
 from equivcache import names  # noqa: E402
-from equivcache.index import build as build_index  # noqa: E402
+from equivcache.catalog import build as build_index  # noqa: E402
 from equivcache.doctor import analysis as doctor  # noqa: E402
 
 

@@ -23,7 +23,7 @@ from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, wait_for
 
 need_bitbake()
 
-from equivcache import sstateindex  # noqa: E402
+from equivcache import pathkeys  # noqa: E402
 from equivcache.server.endpoints import socket_alive  # noqa: E402
 from test_server import entries, make_producer, rows, run  # noqa: E402
 
@@ -81,12 +81,12 @@ def recipes_in_sstate(cache):
 
 
 def index_keys(cache):
-    head, journal = sstateindex.read_local(os.path.join(cache, "sstate-index"))
-    return head, set(sstateindex.keys_of(journal))
+    head, journal = pathkeys.read_local(os.path.join(cache, "sstate-index"))
+    return head, set(pathkeys.keys_of(journal))
 
 
 def file_keys(cache):
-    return {sstateindex.key_int(p) for p in sstateindex.listed_files(os.path.join(cache, "sstate-cache"))}
+    return {pathkeys.key_int(p) for p in pathkeys.listed_files(os.path.join(cache, "sstate-cache"))}
 
 
 def unihashes_of(recipes):

@@ -25,7 +25,7 @@ need_bitbake()
 
 import bb.asyncrpc  # noqa: E402
 import hashserv  # noqa: E402
-from equivcache import sstateindex  # noqa: E402
+from equivcache import pathkeys  # noqa: E402
 
 METHOD = "oe.sstatesig.OEOuthashBasic"
 
@@ -222,9 +222,9 @@ def test_publish_twice_and_while_serving(tmp_path):
                     server.url + "/sstate-cache/" + urllib.request.quote(o["path"]), method="HEAD")) as answer:
                 assert answer.status == 200
         # The sstate index, served: every file of sstate-cache/, the second publish's appended.
-        fetched = sstateindex.load(server.url + "/sstate-cache", str(tmp_path / "client"), 5)
-        files = list(sstateindex.listed_files(os.path.join(cache_dir, "sstate-cache")))
-        assert sorted(fetched.keys) == sorted(sstateindex.key_int(f) for f in files)
+        fetched = pathkeys.load(server.url + "/sstate-cache", str(tmp_path / "client"), 5)
+        files = list(pathkeys.listed_files(os.path.join(cache_dir, "sstate-cache")))
+        assert sorted(fetched.keys) == sorted(pathkeys.key_int(f) for f in files)
         assert "sstate index: %d files (%d appended)" % (len(files), len(files) - 40) in result.stdout, result.stdout
     finally:
         assert server.stop() == 0
@@ -317,15 +317,15 @@ def test_nginx_site_serves_the_mirror(tmp_path):
         assert status("/sstate-cache/", "GET")[0] in (403, 404)
 
         # The sstate index through nginx: fetched, then caught up with a byte range.
-        from equivcache import sstateindex
+        from equivcache import pathkeys
         sstate, index_dir = str(cache_dir / "sstate-cache"), str(cache_dir / "sstate-index")
-        sstateindex.update(sstate, index_dir)
+        pathkeys.update(sstate, index_dir)
         root, client = "http://127.0.0.1:%d/sstate-cache" % port, str(tmp_path / "client")
-        assert sstateindex.load(root, client, 2).requests == 2
+        assert pathkeys.load(root, client, 2).requests == 2
         (cache_dir / "sstate-cache" / "ad" / "72" / "new").write_bytes(b"n")
-        sstateindex.update(sstate, index_dir)
-        caught_up = sstateindex.load(root, client, 2)
-        assert caught_up.requests == 2 and sstateindex.key_int("ad/72/new") in set(caught_up.keys)
-        assert caught_up.received == os.path.getsize(os.path.join(index_dir, "head.json")) + sstateindex.KEY_SIZE
+        pathkeys.update(sstate, index_dir)
+        caught_up = pathkeys.load(root, client, 2)
+        assert caught_up.requests == 2 and pathkeys.key_int("ad/72/new") in set(caught_up.keys)
+        assert caught_up.received == os.path.getsize(os.path.join(index_dir, "head.json")) + pathkeys.KEY_SIZE
     finally:
         nginx.stop()

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
 # The cache's files: sstate and signature names (names.py), the object index
-# (index.py), atomic writes (files.py), and what publish reads of a producer
+# (catalog.py), atomic writes (files.py), and what publish reads of a producer
 # (server/publish.py): what a mirror copies from DL_DIR, the build
 # configuration in a cooker log.
 
@@ -12,7 +12,7 @@ import pytest
 
 from equivcache import files
 from equivcache.names import nativelsbstrings, parse_sigdata_name, parse_sstate_name
-from equivcache.index import build as build_index
+from equivcache.catalog import build as build_index
 from equivcache.server import producer, publish
 
 H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
@@ -165,7 +165,7 @@ def test_write_atomic_leaves_no_temporary(tmp_path):
 def test_index_schema(tmp_path):
     """publish's index validates against its published schema; a wrong one does not."""
     import jsonschema
-    from equivcache.index import SCHEMA
+    from equivcache.catalog import SCHEMA
     with open(SCHEMA) as f:
         schema = json.load(f)
     sstate, siginfo = str(tmp_path / "sstate"), str(tmp_path / "siginfo")

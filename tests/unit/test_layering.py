@@ -22,6 +22,7 @@ TOOLS = {"equivcache.server", "equivcache.client", "equivcache.doctor"}
 # is pure, and plain pytest exercises it without bitbake.
 ADAPTERS = {
     "siggen.py",
+    "hashclient.py",
     "configcheck.py",
     "buildreport.py",
     "sstatecheck.py",

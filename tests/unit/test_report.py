@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from equivcache import report
-from equivcache.index import unihashes_by_task
+from equivcache.catalog import unihashes_by_task
 
 H = {name: (name * 64)[:64] for name in "abcdef"}
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.parse
 
-from equivcache import buildlock, index, names, probe
+from equivcache import buildlock, catalog, names, probe
 from equivcache.cli import Failure, Parser, UsageError, find_bitbake, run
 from equivcache.doctor import analysis
 
@@ -88,7 +88,7 @@ def build_settings(builddir):
         tinfoil.prepare(config_only=True, quiet=2)
         d = tinfoil.config_data
         stamps = d.getVar("STAMPS_DIR")
-        locations = configcheck.descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", index.NAME)
+        locations = configcheck.descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", catalog.NAME)
     return stamps, locations
 
 
@@ -96,11 +96,11 @@ def index_locations(url):
     url = url.rstrip("/")
     if "://" not in url:
         url = "file://" + os.path.abspath(url)
-    return [url + "/" + index.NAME]
+    return [url + "/" + catalog.NAME]
 
 
 def read_index(locations):
-    doc, url, errors = index.read_first(locations, 30, INDEX_LIMIT)
+    doc, url, errors = catalog.read_first(locations, 30, INDEX_LIMIT)
     if doc is not None:
         return doc, url
     if not locations:
@@ -198,7 +198,16 @@ def diagnose(args):
     def compare(mirror_file, local_file):
         return bb.siggen.compare_sigfiles(mirror_file, local_file)
 
+    timings = {}
+    clock = [time.monotonic()]
+
+    def phase(name):
+        now = time.monotonic()
+        timings[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     stamps, locations = build_settings(builddir)
+    phase("configuration")
     try:
         buildlock.wait_for_server_exit(builddir)
     except TimeoutError as e:
@@ -207,23 +216,29 @@ def diagnose(args):
         locations = index_locations(args.server)
     mirror_index, index_url = read_index(locations)
     before = set(sigdata_written(stamps))
+    phase("index")
     started = time.time() - 1
     output = run_bitbake(builddir, args.targets)
+    phase("bitbake")
     written = sigdata_written(stamps)
     with tempfile.TemporaryDirectory(prefix="equivcache-doctor-") as workdir:
         try:
             tasks = local_tasks(written, started, load)
+            phase("signatures")
             if not tasks:
                 raise Failure("bitbake -S none wrote no signature data under STAMPS_DIR %s (bitbake keeps the stamp "
                               "paths of a parse cached under a configuration that differs only in STAMPS_DIR or "
                               "TMPDIR: remove that parse cache, TMPDIR/cache, and run again); it said:\n%s"
                               % (stamps, output))
-            root = index_url[: -len("/" + index.NAME)]
+            root = index_url[: -len("/" + catalog.NAME)]
             doc = analysis.analyse(tasks, analysis.Mirror(mirror_index), fetcher(root, workdir), load, compare)
+            phase("analysis")
         finally:
             if not args.keep_sigdata:
                 for path in set(written) - before:
                     os.unlink(path)
+    phase("clean-up")
+    doc["timings"] = timings
 
     doc["targets"] = args.targets
     doc["index"] = index_url

@@ -24,7 +24,7 @@ import shutil
 import time
 
 from equivcache import descriptor as desc
-from equivcache import durations, index, names, sstateindex
+from equivcache import catalog, durations, names, pathkeys
 from equivcache.cli import Progress
 from equivcache.files import write_json
 from equivcache.server.layout import Layout, write_descriptor
@@ -227,7 +227,7 @@ class Cache:
         unihash): entry}, it lacked), then the sstate index, of what the
         cache holds (less what gc is about to remove). Returns (index
         document, sstate index entries, appended, rewritten)."""
-        doc = index.build(self.layout.sstate, siginfo_dir=self.layout.siginfo, exclude=exclude_sstate,
+        doc = catalog.build(self.layout.sstate, siginfo_dir=self.layout.siginfo, exclude=exclude_sstate,
                           exclude_signatures=exclude_signatures)
         write_json(self.layout.index, doc)
         present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
@@ -235,7 +235,7 @@ class Cache:
             durations.merged(durations.read(self.layout.durations), new_durations or {}, present)))
         if after_index is not None:
             after_index()
-        return (doc,) + tuple(sstateindex.update(self.layout.sstate, self.layout.sstate_index,
+        return (doc,) + tuple(pathkeys.update(self.layout.sstate, self.layout.sstate_index,
                                                  exclude=exclude_sstate))
 
     def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None):

@@ -39,7 +39,7 @@ import sqlite3
 import sys
 import time
 
-from equivcache import names, sstateindex
+from equivcache import names, pathkeys
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.files import write_json
 from equivcache.formatting import human, utc_iso
@@ -360,13 +360,13 @@ def check(cache, bitbake, database=None, db_password=None, out=sys.stdout):
     for sig in doc.get("signatures", []):
         if not os.path.isfile(os.path.join(layout.siginfo, sig["path"])):
             faults.append("index.json names siginfo/%s, which is missing" % sig["path"])
-    head, journal = sstateindex.read_local(layout.sstate_index)
+    head, journal = pathkeys.read_local(layout.sstate_index)
     if head is not None:
-        present = {sstateindex.key_int(p) for p in sstateindex.listed_files(layout.sstate)}
-        missing = sum(1 for k in sstateindex.keys_of(journal) if k not in present)
+        present = {pathkeys.key_int(p) for p in pathkeys.listed_files(layout.sstate)}
+        missing = sum(1 for k in pathkeys.keys_of(journal) if k not in present)
         if missing:
             faults.append("sstate-index/%s lists %d files that sstate-cache/ lacks" % (head["journal"], missing))
-    elif os.path.exists(os.path.join(layout.sstate_index, sstateindex.HEAD)):
+    elif os.path.exists(os.path.join(layout.sstate_index, pathkeys.HEAD)):
         faults.append("sstate-index/ is unreadable or inconsistent")
     unihashes = sorted({u for _, _, (_, _, u, kind) in names.sstate_files(layout.sstate) if kind == "object"})
     config = server_config(layout, database)

@@ -8,7 +8,7 @@
 #   <cache>/durations.json     how long each object's task took its producer (served;
 #                              lib/equivcache/durations.py)
 #   <cache>/sstate-index/      the files of sstate-cache/, for the builds' mirror
-#                              availability check (served; lib/equivcache/sstateindex.py)
+#                              availability check (served; lib/equivcache/pathkeys.py)
 #   <cache>/sstate-cache/      sstate objects, as SSTATE_DIR lays them out (served)
 #   <cache>/downloads/         source archives, as DL_DIR has them (served)
 #   <cache>/siginfo/           the signature data of every task the producers
@@ -25,7 +25,7 @@ import secrets
 import socket
 
 from equivcache import descriptor as desc
-from equivcache import durations, files, index, names, sstateindex
+from equivcache import catalog, durations, files, names, pathkeys
 from equivcache.cli import Failure, UsageError
 from equivcache.formatting import utc_iso
 from equivcache.server.database import show_database
@@ -35,7 +35,7 @@ logger = logging.getLogger("equivcache.server")
 
 
 # What the http mirror serves: nothing else in the cache directory.
-PUBLIC = (desc.NAME, index.NAME, durations.NAME, "sstate-cache", "downloads", "siginfo", sstateindex.DIRECTORY)
+PUBLIC = (desc.NAME, catalog.NAME, durations.NAME, "sstate-cache", "downloads", "siginfo", pathkeys.DIRECTORY)
 ADMIN_USER = "admin"
 
 
@@ -45,9 +45,9 @@ class Layout:
     def __init__(self, root):
         self.root = os.path.abspath(root)
         self.descriptor = os.path.join(self.root, desc.NAME)
-        self.index = os.path.join(self.root, index.NAME)
+        self.index = os.path.join(self.root, catalog.NAME)
         self.durations = os.path.join(self.root, durations.NAME)
-        self.sstate_index = os.path.join(self.root, sstateindex.DIRECTORY)
+        self.sstate_index = os.path.join(self.root, pathkeys.DIRECTORY)
         self.sstate = os.path.join(self.root, "sstate-cache")
         self.downloads = os.path.join(self.root, "downloads")
         self.siginfo = os.path.join(self.root, "siginfo")

@@ -15,7 +15,7 @@ from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import DRY_RUN, ProducerTestCase
 from oeqa.utils.equivcache import HashServer, HttpMirror, executed_tasks, free_port, sstate_summary, warnings
 
-from equivcache import sstateindex
+from equivcache import pathkeys
 
 INDEX_WARNING = "equivcache: the sstate index "
 
@@ -39,13 +39,13 @@ class EquivCacheSstateCheckTests(ProducerTestCase):
         accepts, with its sstate index as publish writes it."""
         root = os.path.join(self.workdir, name)
         source = os.path.join(self.producer, "sstate-cache")
-        for rel in sstateindex.listed_files(source):
+        for rel in pathkeys.listed_files(source):
             if keep(rel):
                 os.makedirs(os.path.dirname(os.path.join(root, "sstate-cache", rel)), exist_ok=True)
                 shutil.copy(os.path.join(source, rel), os.path.join(root, "sstate-cache", rel))
         os.makedirs(os.path.join(root, "sstate-cache"), exist_ok=True)
         if index:
-            sstateindex.update(os.path.join(root, "sstate-cache"), os.path.join(root, "sstate-index"))
+            pathkeys.update(os.path.join(root, "sstate-cache"), os.path.join(root, "sstate-index"))
         return root
 
     def http(self, root):
@@ -123,7 +123,7 @@ class EquivCacheSstateCheckTests(ProducerTestCase):
         itself: no finding, and the objects are restored."""
         root = self.cache("lost")
         mirror = self.http(root)
-        lost = [rel for rel in sstateindex.listed_files(os.path.join(root, "sstate-cache"))
+        lost = [rel for rel in pathkeys.listed_files(os.path.join(root, "sstate-cache"))
                 if "equivcache-c-native" in rel and rel.endswith("_populate_sysroot.tar.zst")]
         self.assertEqual(len(lost), 1, msg=lost)
         os.unlink(os.path.join(root, "sstate-cache", lost[0]))

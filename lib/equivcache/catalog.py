@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 #
-# index.json: the list of what a cache holds, as equivcache-server publish
-# writes it beside the objects (schema: schemas/index-v2.json). Read by the
+# The cache's catalog, index.json: each object and task signature a cache
+# holds, by recipe, task and unihash, as equivcache-server publish writes it
+# beside the objects (schema: schemas/index-v2.json; the file keeps its
+# served name and format "equivcache-index" for existing clients). Read by the
 # build report (which misses are on the mirror under another unihash) and
 # by equivcache-doctor (which signatures the mirror has). Pure Python: no
 # bb import.

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
 #
-# The sstate index: which files a published sstate-cache/ holds, in a form a
+# The path keys of sstate-index/ (the "sstate index"): which files a
+# published sstate-cache/ holds, as 8-byte keys of their paths, in a form a
 # build can fetch in one or two requests whatever the size of the cache and
-# bring up to date with a byte range. equivcache-server publish writes it,
+# bring up to date with a byte range (not the catalog, catalog.py). equivcache-server publish writes it,
 # the mirror availability check (lib/equivcache/sstatecheck.py) reads it.
 # Pure Python: no bb import.
 #

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 #
-# The sstate index (lib/equivcache/sstateindex.py) as publish writes it and a
+# The sstate index (lib/equivcache/pathkeys.py) as publish writes it and a
 # build reads it: over file:// and over the cache's real http mirror, whose
 # requests are counted; appends caught up with one range request; a new
 # generation when files go; every unusable index refused with a reason.
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from equivcache import sstateindex
+from equivcache import pathkeys
 from oeqa.utils.equivcache import HttpMirror
 
 NAMES = ["universal/ab/cd/sstate:a::1:r0::3:%s_populate_lic.tar.zst" % ("0" * 64),
@@ -26,11 +26,11 @@ def add(cache, *names):
 
 
 def update(cache):
-    return sstateindex.update(os.path.join(cache, "sstate-cache"), os.path.join(cache, sstateindex.DIRECTORY))
+    return pathkeys.update(os.path.join(cache, "sstate-cache"), os.path.join(cache, pathkeys.DIRECTORY))
 
 
 def has(fetched, name):
-    return sstateindex.key_int(name) in set(fetched.keys)
+    return pathkeys.key_int(name) in set(fetched.keys)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def mirror(cache):
 
 def test_file_mirror(cache):
     assert update(cache) == (3, 3, True)
-    fetched = sstateindex.load("file://%s/sstate-cache" % cache, None, 2)
+    fetched = pathkeys.load("file://%s/sstate-cache" % cache, None, 2)
     assert all(has(fetched, n) for n in NAMES)
     assert not has(fetched, NAMES[0].replace("0" * 64, "2" * 64))
     assert fetched.requests == 0
@@ -59,12 +59,12 @@ def test_http_requests_and_catch_up(cache, mirror, tmp_path):
     update(cache)
     local = str(tmp_path / "client")
     root = mirror.url + "/sstate-cache"
-    first = sstateindex.load(root, local, 2)
+    first = pathkeys.load(root, local, 2)
     assert (first.requests, len(mirror.requests)) == (2, 2)
     assert all(has(first, n) for n in NAMES)
 
     # Unchanged: one small answer, the head.
-    again = sstateindex.load(root, local, 2)
+    again = pathkeys.load(root, local, 2)
     assert again.requests == 1 and mirror.requests[-1] == ("GET", "/sstate-index/head.json")
     assert list(again.keys) == list(first.keys)
 
@@ -73,10 +73,10 @@ def test_http_requests_and_catch_up(cache, mirror, tmp_path):
     add(cache, *more)
     entries, added, rewritten = update(cache)
     assert (entries, added, rewritten) == (1003, 1000, False)
-    caught_up = sstateindex.load(root, local, 2)
+    caught_up = pathkeys.load(root, local, 2)
     head_size = os.path.getsize(os.path.join(cache, "sstate-index", "head.json"))
     assert caught_up.requests == 2
-    assert caught_up.received == head_size + 1000 * sstateindex.KEY_SIZE
+    assert caught_up.received == head_size + 1000 * pathkeys.KEY_SIZE
     assert all(has(caught_up, n) for n in NAMES + more)
 
 
@@ -84,10 +84,10 @@ def test_new_generation_when_files_go(cache, mirror, tmp_path):
     update(cache)
     local = str(tmp_path / "client")
     root = mirror.url + "/sstate-cache"
-    before = sstateindex.load(root, local, 2)
+    before = pathkeys.load(root, local, 2)
     os.unlink(os.path.join(cache, "sstate-cache", NAMES[0]))
     assert update(cache) == (2, 0, True)
-    after = sstateindex.load(root, local, 2)
+    after = pathkeys.load(root, local, 2)
     assert after.head["generation"] != before.head["generation"]
     assert not has(after, NAMES[0]) and has(after, NAMES[1])
     # The previous journal stays for readers half-way through it.
@@ -102,12 +102,12 @@ def test_interrupted_append_is_overwritten(cache):
         f.write(b"\xff" * 5)
     add(cache, "universal/00/00/sstate:z::1:r0::3:%s_fetch.tar.zst" % ("4" * 64))
     assert update(cache) == (4, 1, False)
-    assert os.path.getsize(os.path.join(index_dir, head["journal"])) == 4 * sstateindex.KEY_SIZE
+    assert os.path.getsize(os.path.join(index_dir, head["journal"])) == 4 * pathkeys.KEY_SIZE
 
 
 def test_no_index_is_quiet(tmp_path, mirror):
-    with pytest.raises(sstateindex.Unavailable) as e:
-        sstateindex.load(mirror.url + "/sstate-cache", str(tmp_path / "client"), 2)
+    with pytest.raises(pathkeys.Unavailable) as e:
+        pathkeys.load(mirror.url + "/sstate-cache", str(tmp_path / "client"), 2)
     assert e.value.quiet
 
 
@@ -124,13 +124,13 @@ def test_unusable_index_is_refused_with_a_reason(cache, mirror, tmp_path, change
     head = change(json.load(open(path)))
     with open(path, "w") as f:
         f.write(head if isinstance(head, str) else json.dumps(head))
-    with pytest.raises(sstateindex.Unavailable) as e:
-        sstateindex.load(mirror.url + "/sstate-cache", str(tmp_path / "client"), 2)
+    with pytest.raises(pathkeys.Unavailable) as e:
+        pathkeys.load(mirror.url + "/sstate-cache", str(tmp_path / "client"), 2)
     assert reason in str(e.value) and not e.value.quiet
 
 
 def test_unreachable_mirror(tmp_path):
     from oeqa.utils.equivcache import free_port
-    with pytest.raises(sstateindex.Unavailable) as e:
-        sstateindex.load("http://127.0.0.1:%d/sstate-cache" % free_port(), str(tmp_path / "client"), 2)
+    with pytest.raises(pathkeys.Unavailable) as e:
+        pathkeys.load("http://127.0.0.1:%d/sstate-cache" % free_port(), str(tmp_path / "client"), 2)
     assert not e.value.quiet
