@@ -164,3 +164,27 @@ def test_unihash_only(tmp_path):
 ])
 def test_describe_values(mirror, local, text):
     assert doctor.describe_values(mirror, local) == text
+
+
+def test_batched_sigdata_loader(tmp_path, monkeypatch):
+    """The doctor's loader reads bitbake's sigdata files as bb.compress.zstd does, in batches; a batch
+    with a damaged file is read file by file, the damaged one None."""
+    from equivcache.doctor import command
+    monkeypatch.setattr(command, "ZSTD_BATCH", 3)
+    paths = list(chain(str(tmp_path), "acl ipv6").values())
+    broken = str(tmp_path / "x86_64-linux" / "a" / "1.0-r0.do_install.sigdata.0123456789")
+    with open(broken, "wb") as f:
+        f.write(b"\x28\xb5\x2f\xfd not zstd")
+    calls = []
+
+    def one(path):
+        calls.append(path)
+        try:
+            return load(path)
+        except (OSError, ValueError, EOFError):
+            return None
+    loaded = command.sigdata_loader(bb.siggen.SetDecoder, one)(paths + [broken])
+    assert loaded == dict({p: load(p) for p in paths}, **{broken: None})
+    assert loaded[paths[0]]["basehash_ignore_vars"] == frozenset()   # bitbake's SetDecoder, as it reads them
+    # The two whole batches of three in one zstd each; only the batch with the damaged file file by file.
+    assert calls == paths[3:] + [broken]
