@@ -39,7 +39,7 @@ def write(root, recipe, data):
     path = os.path.join(root, "x86_64-linux", recipe, "1.0-r0.%s.sigdata.%s" % (data["task"], data["unihash"]))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with bb.compress.zstd.open(path, "wt", encoding="utf-8", num_threads=1) as f:
-        json.dump(data, f, sort_keys=True, cls=bb.siggen.SetEncoder)
+        json.dump(data, f, sort_keys=True, separators=(",", ":"), cls=bb.siggen.SetEncoder)   # as dump_sigtask
     return path
 
 
@@ -167,8 +167,9 @@ def test_describe_values(mirror, local, text):
 
 
 def test_batched_sigdata_loader(tmp_path, monkeypatch):
-    """The doctor's loader reads bitbake's sigdata files as bb.compress.zstd does, in batches; a batch
-    with a damaged file is read file by file, the damaged one None."""
+    """The doctor's loader reads bitbake's sigdata files as bb.compress.zstd does, in batches; the tasks
+    they depend on alone as the whole documents say; a batch with a damaged file is read file by file,
+    the damaged one None."""
     from equivcache.doctor import command
     monkeypatch.setattr(command, "ZSTD_BATCH", 3)
     paths = list(chain(str(tmp_path), "acl ipv6").values())
@@ -183,8 +184,14 @@ def test_batched_sigdata_loader(tmp_path, monkeypatch):
             return load(path)
         except (OSError, ValueError, EOFError):
             return None
-    loaded = command.sigdata_loader(bb.siggen.SetDecoder, one)(paths + [broken])
+    loader = command.SigdataLoader(bb.siggen.SetDecoder, one)
+    loaded = loader.load_many(paths + [broken])
     assert loaded == dict({p: load(p) for p in paths}, **{broken: None})
     assert loaded[paths[0]]["basehash_ignore_vars"] == frozenset()   # bitbake's SetDecoder, as it reads them
     # The two whole batches of three in one zstd each; only the batch with the damaged file file by file.
     assert calls == paths[3:] + [broken]
+    assert loader.deps_many(paths) == {p: load(p)["runtaskdeps"] for p in paths}
+    assert [d for d in loader.deps_many(paths).values() if d], "the chain has dependencies"
+    tasks = [doctor.Task("a", "do_compile", "x", p) for p in paths[:2]]
+    loader.complete(tasks)
+    assert [t.data for t in tasks] == [load(p) for p in paths[:2]]

@@ -30,12 +30,15 @@ SETSCENE_TASKS = frozenset((
 
 @dataclass
 class Task:
-    """One task of the local build: from its sigdata file."""
+    """One task of the local build: from its sigdata file (data: all of it,
+    or None until the analysis needs it; runtaskdeps: the tasks it depends
+    on, read alone, if data is not there yet)."""
     recipe: str
     task: str
     unihash: str
     path: str
     data: dict = field(default=None, repr=False)
+    runtaskdeps: list = field(default=None, repr=False)
 
     @property
     def pnid(self):
@@ -43,6 +46,8 @@ class Task:
 
     @property
     def deps(self):
+        if self.runtaskdeps is not None:
+            return self.runtaskdeps
         return (self.data or {}).get("runtaskdeps") or []
 
 
@@ -236,13 +241,15 @@ def reachable(starts, neighbours):
     return seen
 
 
-def analyse(tasks, mirror, fetch, load, compare, max_candidates=8):
+def analyse(tasks, mirror, fetch, load, compare, max_candidates=8, complete=None):
     """Diagnose the local tasks against the mirror.
 
-    tasks: {pnid: Task} with data loaded; mirror: Mirror;
-    fetch(paths) -> {path: local file} (mirror signature data, downloaded);
-    load(file) -> sigdata dict; compare(mirror file, local file) -> lines.
-    Returns the result document (without the targets and server).
+    tasks: {pnid: Task} with data loaded, or with their runtaskdeps and
+    complete(tasks) to load the data of those the analysis compares;
+    mirror: Mirror; fetch(paths) -> {path: local file} (mirror signature
+    data, downloaded); load(file) -> sigdata dict; compare(mirror file,
+    local file) -> lines. Returns the result document (without the targets
+    and server).
     """
     setscene_names = SETSCENE_TASKS | mirror.object_tasks
     setscene = [t for t in tasks.values() if t.task in setscene_names]
@@ -268,6 +275,8 @@ def analyse(tasks, mirror, fetch, load, compare, max_candidates=8):
             differing.append(t)
     candidates_of = {t.pnid: mirror.candidates(t)[-max_candidates:] for t in differing}
     files = fetch(sorted({p for paths in candidates_of.values() for p in paths}))
+    if complete is not None:
+        complete(differing)
 
     roots = {}       # pnid -> [Cause]
     for t in differing:

@@ -128,8 +128,10 @@ def sigdata_written(stamps):
     return found
 
 
-def local_tasks(written, since, load_many):
-    """{pnid: analysis.Task} of the sigdata files (sigdata_written()) written since `since`."""
+def local_tasks(written, since, loader):
+    """{pnid: analysis.Task} of the sigdata files (sigdata_written()) written
+    since `since`, each with the tasks it depends on; the rest of its data is
+    read only for the tasks the analysis compares (loader.complete)."""
     found, mtimes = {}, {}
     for path, (recipe, task, unihash, mtime) in written.items():
         if mtime < since:
@@ -137,9 +139,9 @@ def local_tasks(written, since, load_many):
         t = analysis.Task(recipe, task, unihash, path)
         if t.pnid not in found or mtime > mtimes[t.pnid]:
             found[t.pnid], mtimes[t.pnid] = t, mtime
-    loaded = load_many([t.path for t in found.values()])
+    deps = loader.deps_many([t.path for t in found.values()])
     for t in found.values():
-        t.data = loaded.get(t.path) or {}
+        t.runtaskdeps = deps.get(t.path) or []
     return found
 
 
@@ -147,15 +149,27 @@ def local_tasks(written, since, load_many):
 # reader (bb.compress.zstd) starts a zstd process per file, 5 to 10 ms each,
 # which for the thousands of tasks of an image was most of the doctor's time.
 ZSTD_BATCH = 400
+# bitbake writes signature data with sorted keys and no spaces: each
+# document starts with its "basehash" key (a key inside a string would have
+# its quotes escaped), and "runtaskdeps" is a top-level key.
+_DOCUMENT_START = '{"basehash":'
+_DEPS_KEY = '"runtaskdeps":'
 
 
-def sigdata_loader(decoder_hook, load_one):
-    """load_many(paths) -> {path: sigdata dict}: the files decompressed in
-    batches, two zstd processes at a time, their concatenated JSON documents
-    decoded in order; a batch that fails is read file by file (load_one)."""
-    decoder = json.JSONDecoder(object_hook=decoder_hook)
+class SigdataLoader:
+    """Signature data files read in batches, two zstd processes at a time.
+    load_many(paths) -> {path: sigdata dict}; deps_many(paths) -> {path:
+    runtaskdeps}, without decoding the rest of each document (the variables
+    are most of it); complete(tasks) gives tasks their whole data. A batch
+    that fails is read file by file (load_one)."""
 
-    def batch(paths):
+    def __init__(self, decoder_hook, load_one):
+        self.decoder = json.JSONDecoder(object_hook=decoder_hook)
+        self.plain = json.JSONDecoder()
+        self.load_one = load_one
+
+    def _texts(self, paths):
+        """The decompressed documents of paths, in order, or None."""
         try:
             result = subprocess.run(["zstd", "-d", "-c", "-q", "--"] + paths, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -163,28 +177,52 @@ def sigdata_loader(decoder_hook, load_one):
             return None
         if result.returncode:
             return None
-        text, docs, pos = result.stdout.decode("utf-8", "replace"), [], 0
-        try:
-            while len(docs) < len(paths):
-                while pos < len(text) and text[pos].isspace():
-                    pos += 1
-                doc, pos = decoder.raw_decode(text, pos)
-                docs.append(doc)
-        except ValueError:
+        text = result.stdout.decode("utf-8", "replace")
+        starts, pos = [], text.find(_DOCUMENT_START)
+        while pos >= 0:
+            starts.append(pos)
+            pos = text.find(_DOCUMENT_START, pos + 1)
+        if len(starts) != len(paths) or text[:starts[0] if starts else 0].strip():
             return None
-        return dict(zip(paths, docs)) if pos >= len(text.rstrip()) else None
+        return [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
 
-    def load_many(paths):
+    def _batches(self, paths, parse, fallback):
         paths = list(paths)
         chunks = [paths[i:i + ZSTD_BATCH] for i in range(0, len(paths), ZSTD_BATCH)]
-        loaded = {}
+        found = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            for chunk, docs in zip(chunks, pool.map(batch, chunks)):
-                if docs is None:
-                    docs = {p: load_one(p) for p in chunk}
-                loaded.update(docs)
-        return loaded
-    return load_many
+            for chunk, texts in zip(chunks, pool.map(self._texts, chunks)):
+                try:
+                    found.update(zip(chunk, map(parse, texts)) if texts is not None else ())
+                    if texts is not None:
+                        continue
+                except ValueError:
+                    pass
+                found.update((p, fallback(p)) for p in chunk)
+        return found
+
+    def load_many(self, paths):
+        return self._batches(paths, lambda text: self.decoder.decode(text.strip()), self.load_one)
+
+    def deps_many(self, paths):
+        def deps(text):
+            at = text.find(_DEPS_KEY)
+            if at < 0:
+                return []
+            at += len(_DEPS_KEY)
+            while text[at].isspace():
+                at += 1
+            return self.plain.raw_decode(text, at)[0]
+
+        def fallback(path):
+            return (self.load_one(path) or {}).get("runtaskdeps") or []
+        return self._batches(paths, deps, fallback)
+
+    def complete(self, tasks):
+        wanted = [t for t in tasks if t.data is None]
+        loaded = self.load_many([t.path for t in wanted])
+        for t in wanted:
+            t.data = loaded.get(t.path) or {}
 
 
 def fetcher(root, workdir):
@@ -239,7 +277,7 @@ def diagnose(args):
         except (OSError, ValueError, EOFError):
             return None
 
-    load_many = sigdata_loader(bb.siggen.SetDecoder, load)
+    loader = SigdataLoader(bb.siggen.SetDecoder, load)
     fetched = {}
 
     def load_cached(path):
@@ -273,7 +311,7 @@ def diagnose(args):
     written = sigdata_written(stamps)
     with tempfile.TemporaryDirectory(prefix="equivcache-doctor-") as workdir:
         try:
-            tasks = local_tasks(written, started, load_many)
+            tasks = local_tasks(written, started, loader)
             phase("signatures")
             if not tasks:
                 raise Failure("bitbake -S none wrote no signature data under STAMPS_DIR %s (bitbake keeps the stamp "
@@ -285,9 +323,10 @@ def diagnose(args):
 
             def fetch_and_load(paths):
                 files = fetch(paths)
-                fetched.update(load_many(list(files.values())))
+                fetched.update(loader.load_many(list(files.values())))
                 return files
-            doc = analysis.analyse(tasks, analysis.Mirror(mirror_index), fetch_and_load, load_cached, compare)
+            doc = analysis.analyse(tasks, analysis.Mirror(mirror_index), fetch_and_load, load_cached, compare,
+                                   complete=loader.complete)
             phase("analysis")
         finally:
             if not args.keep_sigdata:

@@ -21,6 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 
 LAYERDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SERVER = os.path.join(LAYERDIR, "scripts", "equivcache-server")
@@ -208,6 +211,135 @@ class PostgreSQL:
     def stop(self):
         subprocess.run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class CephRGW:
+    """A real S3 server: a single-node Ceph cluster (one monitor, one OSD on
+    memstore: objects in memory, nothing on a disk) and its RADOS Gateway,
+    from Debian's packages, in `directory`, on loopback ports, as the user
+    who runs the test; stop() ends it. `url` is the gateway's (path-style
+    buckets: URL/BUCKET/KEY), `access_key` and `secret_key` those of its one
+    S3 user; `started_in` the seconds the start took."""
+
+    def __init__(self, directory, memory=1 << 30):
+        begun = time.monotonic()
+        self.directory = directory
+        for sub in ("run", "log", "mon.a", "osd.0", "rgw"):
+            os.makedirs(os.path.join(directory, sub), exist_ok=True)
+        self.mon_port, self.port = free_port(), free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.access_key, self.secret_key = "EQUIVCACHETEST" + uuid.uuid4().hex[:6].upper(), uuid.uuid4().hex
+        fsid = str(uuid.uuid4())
+        self.conf = os.path.join(directory, "ceph.conf")
+        d = directory
+        with open(self.conf, "w") as f:
+            f.write(CEPH_CONF.format(d=d, fsid=fsid, mon_port=self.mon_port, port=self.port, memory=memory))
+        self.processes = []
+        try:
+            self._run("ceph-authtool", "--create-keyring", os.path.join(d, "keyring"), "--gen-key", "-n", "mon.",
+                      "--cap", "mon", "allow *", config=False)
+            self._run("monmaptool", "--create", "--fsid", fsid, "--addv", "a", "[v1:127.0.0.1:%d]" % self.mon_port,
+                      os.path.join(d, "monmap"), config=False)
+            self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", os.path.join(d, "monmap"))
+            self._start("ceph-mon", "-i", "a")
+            osd_uuid = str(uuid.uuid4())
+            self._run("ceph", "osd", "new", osd_uuid)
+            self._run("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
+            self._start("ceph-osd", "-i", "0")
+            wait_for(lambda: b'"num_up_osds":1' in self._run("ceph", "osd", "stat", "-f", "json").replace(b" ", b""),
+                     120, "the Ceph OSD did not come up")
+            self._start("radosgw", "-n", "client.rgw")
+            wait_for(self._answers, 180, "the RADOS Gateway did not answer on %s" % self.url)
+            self._run("radosgw-admin", "user", "create", "--uid", "equivcache", "--display-name", "equivcache tests",
+                      "--access-key", self.access_key, "--secret", self.secret_key)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - begun
+
+    def _run(self, *command, config=True):
+        command = list(command) + (["-c", self.conf] if config else [])
+        result = subprocess.run(command, capture_output=True, timeout=120)
+        if result.returncode:
+            raise RuntimeError("%s failed (%d): %s" % (" ".join(command), result.returncode,
+                                                      (result.stderr or result.stdout).decode(errors="replace")))
+        return result.stdout
+
+    def _start(self, *command):
+        log = open(os.path.join(self.directory, "log", command[0] + ".out"), "ab")
+        self.processes.append(subprocess.Popen(list(command) + ["-c", self.conf, "-f"], stdout=log,
+                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        log.close()
+
+    def _answers(self):
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError("%s exited with %d; see %s/log" % (process.args[0], process.returncode,
+                                                                    self.directory))
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as answer:
+                return answer.status == 200
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    def client(self):
+        """A boto3 S3 client of the gateway's user."""
+        import boto3
+        import botocore.config
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="default",
+                            config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+    def stop(self):
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in reversed(self.processes):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+CEPH_CONF = """\
+[global]
+fsid = {fsid}
+mon host = v1:127.0.0.1:{mon_port}
+public addr = 127.0.0.1
+ms bind msgr2 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+keyring = {d}/keyring
+run dir = {d}/run
+admin socket = {d}/run/$name.asok
+pid file = {d}/run/$name.pid
+log file = {d}/log/$name.log
+crash dir = {d}/run
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon max pg per osd = 1000
+mon data avail crit = 0
+mon data avail warn = 1
+osd crush chooseleaf type = 0
+[mon]
+mon data = {d}/mon.$id
+[osd]
+osd data = {d}/osd.$id
+osd objectstore = memstore
+memstore device bytes = {memory}
+[client.rgw]
+rgw frontends = beast endpoint=127.0.0.1:{port}
+rgw data = {d}/rgw
+"""
 
 
 class Nginx:
