@@ -8,6 +8,7 @@
 # policy through which consumers read the mirror over plain http.
 
 import json
+import os
 import shutil
 import time
 import urllib.error
@@ -65,7 +66,8 @@ def test_objects_ranges_and_anonymous_reads(rgw):
     public_read(s3, "cache")
     assert get(url) == (200, body)
     assert get(url, {"Range": "bytes=-16"}) == (206, body[-16:])
-    assert get("%s/cache/team/absent" % rgw.url)[0] == 404
+    # An absent key is 403, not 404, to a reader who may not list the bucket (as on AWS).
+    assert get("%s/cache/team/absent" % rgw.url)[0] == 403
     # Read-only: an anonymous PUT is refused.
     request = urllib.request.Request(url, data=b"x", method="PUT")
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -96,3 +98,63 @@ def test_multipart_whole_or_nothing(rgw):
     assert s3.get_object(Bucket="multipart", Key="big", Range="bytes=%d-%d" % (len(part), len(part)))["Body"] \
         .read() == b"\x01"
     assert time.monotonic() - started < 10
+
+
+def test_s3_storage(rgw, tmp_path, monkeypatch):
+    """The cache's S3 storage on the real gateway: the methods LocalStorage has, whole files or nothing."""
+    import io
+    import hashlib
+    from equivcache.server import s3storage
+    from equivcache.server.cache import Refused
+
+    s3 = rgw.client()
+    s3.create_bucket(Bucket="storage")
+    storage = s3storage.S3Storage("s3://storage/teams/a", client=s3)
+    assert storage.size("sstate-cache/x") is None and storage.get_bytes("index.json") is None
+    small = tmp_path / "small"
+    small.write_bytes(b"object")
+    storage.put_file("sstate-cache/ab/small", str(small), 1000)
+    assert storage.size("sstate-cache/ab/small") == 6
+    assert s3.head_object(Bucket="storage", Key="teams/a/sstate-cache/ab/small")["Metadata"] == {"published": "1000"}
+
+    # Past the threshold, in parts; a source that fails half-way leaves neither object nor parts.
+    monkeypatch.setattr(s3storage, "MULTIPART", 5 << 20)
+    storage = s3storage.S3Storage("s3://storage/teams/a", client=s3)
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(11 << 20))
+    storage.put_file("downloads/big.tar.gz", str(big), 1000)
+    assert storage.size("downloads/big.tar.gz") == 11 << 20
+    assert s3.head_object(Bucket="storage", Key="teams/a/downloads/big.tar.gz")["ETag"].endswith('-3"')
+
+    class Failing(io.BytesIO):
+        def read(self, n=-1):
+            if self.tell() > (6 << 20):
+                raise OSError("disk gone")
+            return super().read(n)
+    with pytest.raises(OSError):
+        s3.upload_fileobj(Failing(big.read_bytes()), "storage", "teams/a/downloads/broken", Config=storage.transfer)
+    assert storage.size("downloads/broken") is None
+    assert s3.list_multipart_uploads(Bucket="storage").get("Uploads", []) == []
+
+    # An upload's body: checked before anything reaches the bucket; an object already there is kept.
+    body = b"uploaded"
+    digest = hashlib.sha256(body).hexdigest()
+    with pytest.raises(Refused) as wrong:
+        storage.put_stream("sstate-cache/ab/up", io.BytesIO(body), len(body), "0" * 64, 1000)
+    assert wrong.value.status == 422 and storage.size("sstate-cache/ab/up") is None
+    with pytest.raises(Refused) as short:
+        storage.put_stream("sstate-cache/ab/up", io.BytesIO(body[:3]), len(body), digest, 1000)
+    assert short.value.status == 400 and storage.size("sstate-cache/ab/up") is None
+    assert storage.put_stream("sstate-cache/ab/up", io.BytesIO(body), len(body), digest, 1000) is False
+    assert storage.put_stream("sstate-cache/ab/up", io.BytesIO(body), len(body), digest, 1000) is True
+
+    storage.put_bytes("index.json", b"{}", "application/json")
+    assert storage.get_bytes("index.json") == b"{}"
+    assert sorted((rel, size) for rel, size, _ in storage.files("sstate-cache")) == [
+        ("ab/small", 6), ("ab/up", len(body))]
+    storage.remove("sstate-cache/ab/small")
+    assert [rel for rel, _, _ in storage.files("sstate-cache")] == ["ab/up"]
+    for bad in ("http://x/y", "s3://", "s3://b/a/../c", "s3://b/a//c"):
+        with pytest.raises(ValueError):
+            s3storage.parse_url(bad)
+    assert s3storage.parse_url("s3://b/") == ("b", "") and s3storage.parse_url("s3://b/p/q") == ("b", "p/q")

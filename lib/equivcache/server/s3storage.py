@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: MIT
+#
+# The files of a cache in an S3-compatible bucket (s3://BUCKET/PREFIX): the
+# second storage beside LocalStorage (cache.py), with the same methods, for
+# caches past one disk. boto3, Debian's python3-boto3 (the AWS SDK: its
+# multipart transfers abort what they started on failure, it reads
+# credentials from the standard places, and RGW, MinIO and AWS all speak
+# it). Credentials come from the environment or the AWS config and
+# credentials files (AWS_PROFILE), never from a command line; the endpoint
+# of a bucket that is not AWS's from AWS_ENDPOINT_URL (as newer AWS SDKs
+# read it) or the caller.
+#
+# An object appears under its name only whole: a PUT is atomic, a multipart
+# upload becomes visible at its completion and is aborted on failure. S3
+# cannot set an object's time: "used" is when it was last published.
+#
+# Not yet used by publish, gc, check or serve (issue: caches past one disk).
+
+import hashlib
+import os
+import tempfile
+import urllib.parse
+
+from equivcache.server.cache import CHUNK, Refused
+
+# Objects larger than this go up in parts of this size (boto3's transfer manager).
+MULTIPART = 64 << 20
+
+
+def parse_url(url):
+    """(bucket, prefix) of s3://BUCKET[/PREFIX]; ValueError if it is not one."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("%s: not an s3://BUCKET/PREFIX URL" % url)
+    prefix = parts.path.strip("/")
+    if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
+        raise ValueError("%s: the prefix has an empty, . or .. part" % url)
+    return parts.netloc, prefix
+
+
+class S3Storage:
+    """The files of a cache under s3://BUCKET/PREFIX (see above)."""
+
+    def __init__(self, url, endpoint=None, client=None):
+        self.url = url
+        self.bucket, self.prefix = parse_url(url)
+        if client is None:
+            import boto3
+            import botocore.config
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
+                config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
+        self.client = client
+        import boto3.s3.transfer
+        self.transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART)
+
+    def key(self, rel):
+        return "%s/%s" % (self.prefix, rel) if self.prefix else rel
+
+    def size(self, rel):
+        """The size of a published file, None if absent."""
+        import botocore.exceptions
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(rel))["ContentLength"]
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def touch(self, rel, when):
+        """S3 keeps no time but an object's last write: nothing to do."""
+
+    def put_file(self, rel, source, when):
+        """Copy a local file to rel (replacing what is there): whole or not at all."""
+        self.client.upload_file(source, self.bucket, self.key(rel), Config=self.transfer,
+                                ExtraArgs={"Metadata": {"published": "%d" % when}})
+
+    def put_stream(self, rel, stream, length, sha256, when):
+        """Exactly `length` bytes of `stream` to rel if their SHA-256 is
+        `sha256` (spooled and checked first: nothing is sent to the bucket
+        until the whole body is there and right). A file already published
+        under rel is kept (True if it was)."""
+        digest = hashlib.sha256()
+        with tempfile.TemporaryFile() as spool:
+            left = length
+            while left:
+                block = stream.read(min(CHUNK, left))
+                if not block:
+                    raise Refused(400, "%s: the body ended after %d of %d bytes" % (rel, length - left, length))
+                digest.update(block)
+                spool.write(block)
+                left -= len(block)
+            if digest.hexdigest() != sha256:
+                raise Refused(422, "%s: SHA-256 %s, not the %s announced" % (rel, digest.hexdigest(), sha256))
+            if self.size(rel) is not None:
+                return True
+            spool.seek(0)
+            self.client.upload_fileobj(spool, self.bucket, self.key(rel), Config=self.transfer,
+                                       ExtraArgs={"Metadata": {"published": "%d" % when}})
+        return False
+
+    def put_bytes(self, rel, data, content_type="application/octet-stream"):
+        """Replace rel with data in one PUT (atomic: a reader gets the old or the new)."""
+        self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, ContentType=content_type)
+
+    def get_bytes(self, rel):
+        """The content of rel, None if absent."""
+        import botocore.exceptions
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def remove(self, rel):
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
+
+    def files(self, area):
+        """(path relative to area, size, last written) of every object under area/, in key order."""
+        start = self.key(area) + "/"
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(start):], obj["Size"], obj["LastModified"].timestamp()
+
+    def free_space(self):
+        """A bucket has no free space to ask about: quotas answer with a refused PUT."""
+        return float("inf")
