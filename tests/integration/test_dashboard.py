@@ -266,5 +266,23 @@ def test_history_in_postgresql(tmp_path):
         assert rows[0]["producer_seconds"] == 12.5 and rows[0]["reporter"] == "b"
         assert postgres.query("SELECT COUNT(*) FROM equivcache_reports") == "3"
         assert not os.path.exists(os.path.join(layout.private, "history.db"))
+
+        # A cache whose equivalences are in PostgreSQL: serve keeps its builds' reports there too (a
+        # database is one cache's: the three reports above are this one's history as well).
+        cache_dir = str(tmp_path / "pgcache")
+        timed_producer(str(tmp_path / "p1"), ["aa"])
+        assert run("publish", "--database", postgres.url, "--from", str(tmp_path / "p1"), cache_dir).returncode == 0
+        server = CacheServer(cache_dir)
+        try:
+            status, answer = post(server.url, json.dumps(doc).encode())
+            assert status == 201, answer
+            summary = json.loads(get(server.url + "/api/v1/summary")[2])
+            assert summary["builds"]["reports"] == 4 and summary["publishes"][0]["producer"] == "local"
+            assert summary["recent"][0]["id"] == answer["id"]
+        finally:
+            assert server.stop() == 0
+        assert postgres.query("SELECT COUNT(*) FROM equivcache_reports") == "4"
+        assert postgres.query("SELECT COUNT(*) FROM equivcache_publishes") == "1"
+        assert not os.path.exists(os.path.join(cache_dir, "server", "history.db"))
     finally:
         postgres.stop()

@@ -72,24 +72,22 @@ BITBAKEDIR or POKY_DIR, or pass --bitbake. Exit status: 0 success, 1 failure,
 """
 
 
-def port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a port number" % text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError("port %d is not in 1-65535" % value)
-    return value
+def whole_number(what, low, high=None):
+    """An argparse type: an integer in [low, high], else a one-line error naming `what`."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%s %r is not a whole number" % (what, text))
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError("%s %d is not in %d-%d" % (what, value, low, high) if high is not None
+                                             else "%s %d: at least %d" % (what, value, low))
+        return value
+    return parse
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("%d: at least 1" % value)
-    return value
+port = whole_number("port", 1, 65535)
+positive_int = whole_number("count", 1)
 
 
 def make_parser():
