@@ -13,7 +13,7 @@ import os
 
 from equivcache import probe
 from equivcache.formatting import utc_iso
-from equivcache.names import sigdata_files, sstate_files
+from equivcache.names import parse_sigdata_name, parse_sstate_name, sigdata_files, sstate_files
 
 NAME = "index.json"
 FORMAT = "equivcache-index"
@@ -30,10 +30,20 @@ def build(sstate_dir, generated=None, siginfo_dir=None, exclude=(), exclude_sign
     data of every task there, paths relative to siginfo/. Files in exclude
     (relative to sstate_dir) and exclude_signatures (relative to siginfo_dir)
     are left out: gc writes the index before it removes them."""
+    return build_from(((rel, size) for rel, size, _ in sstate_files(sstate_dir)),
+                      ((rel, size) for rel, size, _ in (sigdata_files(siginfo_dir) if siginfo_dir else ())),
+                      generated, exclude, exclude_signatures)
+
+
+def build_from(sstate, siginfo, generated=None, exclude=(), exclude_signatures=()):
+    """build() of listings, (path, size) of the files of sstate-cache/ and
+    of siginfo/, whatever holds them (a directory, a bucket)."""
     entries = {}
-    for rel, size, (recipe, task, unihash, kind) in sstate_files(sstate_dir):
-        if kind == "sig" or rel in exclude:
+    for rel, size in sstate:
+        parsed = parse_sstate_name(rel)
+        if parsed is None or parsed[3] == "sig" or rel in exclude:
             continue
+        recipe, task, unihash, kind = parsed
         stem = rel[:-len(".siginfo")] if kind == "siginfo" else rel
         entry = entries.setdefault(stem, {"recipe": recipe, "task": task, "unihash": unihash,
                                           "path": "", "size": 0, "siginfo": ""})
@@ -41,14 +51,17 @@ def build(sstate_dir, generated=None, siginfo_dir=None, exclude=(), exclude_sign
             entry["path"], entry["size"] = rel, size
         else:
             entry["siginfo"] = rel
+    signatures = []
+    for rel, _ in siginfo:
+        parsed = parse_sigdata_name(rel)
+        if parsed is not None and rel not in exclude_signatures:
+            signatures.append({"recipe": parsed[0], "task": parsed[1], "unihash": parsed[2], "path": rel})
     return {
         "format": FORMAT,
         "version": VERSION,
         "generated": generated or utc_iso(),
         "objects": [entries[stem] for stem in sorted(entries)],
-        "signatures": [{"recipe": recipe, "task": task, "unihash": unihash, "path": rel}
-                       for rel, _, (recipe, task, unihash) in (sigdata_files(siginfo_dir) if siginfo_dir else ())
-                       if rel not in exclude_signatures],
+        "signatures": signatures,
     }
 
 

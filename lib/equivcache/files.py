@@ -22,5 +22,10 @@ def write_atomic(path, text, mode=0o644):
         raise
 
 
+def json_bytes(doc):
+    """A document as write_json() writes it."""
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json(path, doc, mode=0o644):
-    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode)
+    write_atomic(path, json_bytes(doc), mode)

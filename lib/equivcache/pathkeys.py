@@ -162,6 +162,44 @@ def update(sstate_dir, index_dir, directory="sstate-cache", exclude=()):
     return len(ordered), len(current - known), True
 
 
+def update_stored(storage, paths, directory="sstate-cache", exclude=()):
+    """update() for a cache in an object store (server/s3storage.py), where
+    nothing is appended in place: paths are those of directory's files; the
+    journal is written whole (the keys it had, then the new ones: a reader's
+    copy of its start stays valid and its range request gets the rest), then
+    head.json. Returns (entries, added, new_generation)."""
+    current = {key(p) for p in paths if p not in exclude}
+    head, journal = None, b""
+    raw = storage.get_bytes(DIRECTORY + "/" + HEAD)
+    try:
+        head = check_head(json.loads(raw)) if raw is not None else None
+        journal = (storage.get_bytes(DIRECTORY + "/" + head["journal"]) or b"")[:head["entries"] * KEY_SIZE] \
+            if head else b""
+        if head and len(journal) != head["entries"] * KEY_SIZE:
+            head, journal = None, b""
+    except (ValueError, Unavailable):
+        head, journal = None, b""
+    known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
+    if head is not None and known <= current and head.get("directory") == directory:
+        added = sorted(current - known)
+        if added:
+            storage.put_bytes(DIRECTORY + "/" + head["journal"], journal + b"".join(added))
+            head = dict(head, entries=head["entries"] + len(added))
+            storage.put_bytes(DIRECTORY + "/" + HEAD, json.dumps(head, sort_keys=True).encode(), "application/json")
+        return head["entries"], len(added), False
+    generation = secrets.token_hex(8)
+    ordered = sorted(current)
+    storage.put_bytes(DIRECTORY + "/" + journal_name(generation), b"".join(ordered))
+    previous = head["journal"] if head else None
+    storage.put_bytes(DIRECTORY + "/" + HEAD, json.dumps({
+        "format": FORMAT, "version": VERSION, "directory": directory, "generation": generation,
+        "journal": journal_name(generation), "entries": len(ordered)}, sort_keys=True).encode(), "application/json")
+    for name, _, _ in list(storage.files(DIRECTORY)):
+        if name.startswith("journal-") and name not in (journal_name(generation), previous):
+            storage.remove(DIRECTORY + "/" + name)
+    return len(ordered), len(current - known), True
+
+
 # ---- reading (the build's mirror availability check) ----
 
 def index_url(mirror_root):

@@ -9,6 +9,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import shutil
 import time
 import urllib.error
@@ -16,7 +18,13 @@ import urllib.request
 
 import pytest
 
-from oeqa.utils.equivcache import CephRGW
+from conftest import need_bitbake
+from oeqa.utils.equivcache import SERVER, CephRGW
+
+need_bitbake()
+
+from equivcache import catalog, durations, pathkeys  # noqa: E402
+from test_dashboard import timed_producer  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("radosgw") is None or shutil.which("ceph-mon") is None,
                                 reason="needs Ceph's RADOS Gateway (Debian packages radosgw, ceph-mon, ceph-osd; "
@@ -154,7 +162,71 @@ def test_s3_storage(rgw, tmp_path, monkeypatch):
         ("ab/small", 6), ("ab/up", len(body))]
     storage.remove("sstate-cache/ab/small")
     assert [rel for rel, _, _ in storage.files("sstate-cache")] == ["ab/up"]
-    for bad in ("http://x/y", "s3://", "s3://b/a/../c", "s3://b/a//c"):
+    for bad in ("http://x/y", "s3://", "s3://bkt/a/../c", "s3://bkt/a//c", "s3://Bucket/x"):
         with pytest.raises(ValueError):
             s3storage.parse_url(bad)
-    assert s3storage.parse_url("s3://b/") == ("b", "") and s3storage.parse_url("s3://b/p/q") == ("b", "p/q")
+    assert s3storage.parse_url("s3://bkt/") == ("bkt", "") and s3storage.parse_url("s3://bkt/p/q") == ("bkt", "p/q")
+
+
+def test_publish_to_a_bucket(rgw, tmp_path):
+    """publish s3://BUCKET/PREFIX: the cache's public files in the bucket, read anonymously over http as
+    a served cache directory is (descriptor, index.json, durations.json, the sstate index in two
+    requests); check on the bucket; credentials from the environment only."""
+    s3 = rgw.client()
+    s3.create_bucket(Bucket="team-cache")
+    public_read(s3, "team-cache")
+    expected = timed_producer(str(tmp_path / "p1"), ["aa", "bb", "cc"])
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=rgw.access_key, AWS_SECRET_ACCESS_KEY=rgw.secret_key,
+               AWS_DEFAULT_REGION="default", AWS_ENDPOINT_URL=rgw.url)
+    state = str(tmp_path / "state")
+
+    def server(*args):
+        result = subprocess.run([sys.executable, SERVER, *args], capture_output=True, text=True, env=env,
+                                timeout=300)
+        assert rgw.secret_key not in " ".join(args)
+        return result
+    result = server("publish", "--from", str(tmp_path / "p1"), "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 0, result
+    assert "sstate: 6 files copied" in result.stdout and "3 objects' tasks newly timed" in result.stdout, result
+    assert os.path.isfile(os.path.join(state, "hashserv.db"))   # the equivalences: in the state directory
+
+    base = rgw.url + "/team-cache/yocto"
+    status, body = get(base + "/equivcache.json")
+    assert status == 200 and json.loads(body)["sstate"] == "sstate-cache"
+    doc, _, errors = catalog.read_first([base + "/" + catalog.NAME], 10, 1 << 20)
+    assert doc is not None, errors
+    assert sorted((o["recipe"], o["task"], o["unihash"]) for o in doc["objects"]) == sorted(expected)
+    timed = json.loads(get(base + "/" + durations.NAME)[1])
+    assert {k: e["seconds"] for k, e in durations.entries_of(timed).items()} == expected
+    fetched = pathkeys.load(base + "/sstate-cache", str(tmp_path / "client"), 10)
+    assert fetched.requests == 2 and fetched.head["entries"] == 6
+    assert {pathkeys.key_int(o["path"]) for o in doc["objects"]} <= set(fetched.keys)
+
+    # Again: nothing copied, the index unchanged; then a new object appended, read with a range request.
+    result = server("publish", "--from", str(tmp_path / "p1"), "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 0 and "sstate: 0 files copied" in result.stdout, result
+    timed_producer(str(tmp_path / "p2"), ["dd"])
+    result = server("publish", "--from", str(tmp_path / "p2"), "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 0 and "sstate index: 8 files (2 appended)" in result.stdout, result
+    again = pathkeys.load(base + "/sstate-cache", str(tmp_path / "client"), 10)
+    assert again.requests == 2 and again.received < fetched.received + 2 * pathkeys.KEY_SIZE + 1000
+    assert again.head["generation"] == fetched.head["generation"] and again.head["entries"] == 8
+
+    result = server("check", "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 0 and "consistent" in result.stdout, result
+    s3.delete_object(Bucket="team-cache", Key="yocto/sstate-cache/" + doc["objects"][0]["path"])
+    result = server("check", "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 1 and "which is missing" in result.stdout, result
+    result = server("gc", "--max-size", "1", "s3://team-cache/yocto")
+    assert result.returncode == 2 and "cache directories only" in result.stderr, result
+
+    # Refused credentials: one line naming the bucket, nothing written.
+    env["AWS_SECRET_ACCESS_KEY"] = "wrong"
+    before = s3.list_objects_v2(Bucket="team-cache")["KeyCount"]
+    result = server("publish", "--from", str(tmp_path / "p2"), "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result
+    assert result.stderr.startswith("equivcache-server: s3://team-cache/yocto") and "SignatureDoesNotMatch" in \
+        result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert s3.list_objects_v2(Bucket="team-cache")["KeyCount"] == before
+    result = server("publish", "--from", str(tmp_path / "p2"), "--state-dir", state, "s3://team cache")
+    assert result.returncode == 2 and "not an s3://BUCKET/PREFIX" in result.stderr, result

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -175,6 +176,24 @@ class Cache:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    def listing(self, area):
+        """{path relative to area: size} of the files the cache holds there."""
+        top = os.path.join(self.root, area)
+        return {rel: os.path.getsize(os.path.join(top, rel)) for rel in pathkeys.listed_files(top)}
+
+    def read_json(self, name):
+        """A JSON file at the cache's top (index.json, equivcache.json), None if absent or not JSON."""
+        try:
+            with open(os.path.join(self.root, name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def read_pathkeys(self):
+        """(head, journal) of the sstate index; (None, b"") if none or unusable; and whether head.json exists."""
+        return pathkeys.read_local(self.layout.sstate_index) + (
+            os.path.exists(os.path.join(self.layout.sstate_index, pathkeys.HEAD)),)
+
     def missing(self, files):
         """Of (path relative to the cache, size) pairs, the paths the cache
         lacks or holds with another size."""
@@ -238,6 +257,9 @@ class Cache:
         return (doc,) + tuple(pathkeys.update(self.layout.sstate, self.layout.sstate_index,
                                                  exclude=exclude_sstate))
 
+    def write_descriptor(self, producer=None):
+        return write_descriptor(self.layout, producer=producer)
+
     def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None):
         """What a publish ends with, in the lock: the objects no equivalence
         names dropped (discard_superseded), the indexes and durations, gc's
@@ -246,7 +268,7 @@ class Cache:
         discarded = self.discard_superseded(superseded, named) if named else 0
         doc, entries, added, rewritten = self.write_indexes(new_durations=new_durations)
         note_published(self.layout, unihashes, started)
-        descriptor = write_descriptor(self.layout, producer=producer)
+        descriptor = self.write_descriptor(producer)
         return {
             "objects": sum(1 for o in doc["objects"] if o["path"]),
             "signatures": len(doc["signatures"]),

@@ -19,6 +19,7 @@ from equivcache.server.layout import Layout, check_cache_dir, save_config, saved
 from equivcache.server import token_command
 from equivcache.server.publish import publish
 from equivcache.server.remote import publish_remote
+from equivcache.server.s3cache import S3Cache, is_s3
 from equivcache.server.uploads import DEFAULT_MAX_UPLOAD
 from equivcache.server.serve import serve
 from equivcache.server.status import status
@@ -144,6 +145,7 @@ def make_parser():
     p.add_argument("--hashserv-db", metavar="FILE", help="the producer's hash equivalence database (default: "
                    "bitbake's auto server's, BB_HASHSERVE_DB_DIR or PERSISTENT_DIR/hashserv.db)")
     add_database(p)
+    add_s3(p)
 
     p = sub.add_parser("serve", help="serve the cache in the foreground", formatter_class=formatter,
                        description="Serve CACHE_DIR until Ctrl-C or SIGTERM: the http mirror, a read-only "
@@ -234,6 +236,7 @@ def make_parser():
     p.set_defaults(func=cmd_check)
     p.add_argument("cache_dir", metavar="CACHE_DIR")
     add_database(p)
+    add_s3(p)
 
     p = sub.add_parser("status", help="say what is up, where, and how big the cache is",
                        description="Exit status 0 if everything is up, 3 if the cache is not being served, "
@@ -281,6 +284,15 @@ def days(text):
     if value < 0:
         raise argparse.ArgumentTypeError("%s days: not a duration" % text)
     return value
+
+
+def add_s3(p):
+    p.add_argument("--state-dir", metavar="DIR", help="(s3:// caches) where the cache's private part lives: "
+                   "its SQLite database, server.json, the publish lock, gc's ledger (default: "
+                   "$XDG_STATE_HOME/equivcache/s3/BUCKET/PREFIX); one machine publishes to a bucket")
+    p.add_argument("--s3-endpoint", metavar="URL", help="(s3:// caches) the S3 endpoint of a bucket not at "
+                   "AWS, e.g. https://rgw.example.com (default: $AWS_ENDPOINT_URL); credentials come from the "
+                   "environment or the AWS config files (AWS_PROFILE), never from the command line")
 
 
 def add_database(p):
@@ -348,6 +360,15 @@ def cmd_status(args):
 
 def writable_cache(args):
     """(bitbake, database password, cache) for the subcommands that write the cache."""
+    if is_s3(args.cache_dir):
+        if not hasattr(args, "state_dir"):
+            raise UsageError("%s: an s3:// cache is published and checked here; serve, gc and status work on "
+                             "cache directories only, for now" % args.cache_dir)
+        try:
+            cache = S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)
+        except ValueError as e:
+            raise UsageError(str(e))
+        return find_bitbake(args.bitbake), db_password(args), cache
     return find_bitbake(args.bitbake), db_password(args), check_cache_dir(args.cache_dir, create=True)
 
 
@@ -392,7 +413,7 @@ def cmd_token(args):
 
 def existing_cache(args):
     """(bitbake, database password, cache) for the subcommands on an existing cache."""
-    if not os.path.isdir(os.path.join(args.cache_dir, "sstate-cache")):
+    if not is_s3(args.cache_dir) and not os.path.isdir(os.path.join(args.cache_dir, "sstate-cache")):
         raise UsageError("%s is not a cache directory (no sstate-cache/; publish a build into it first)"
                          % args.cache_dir)
     return writable_cache(args)

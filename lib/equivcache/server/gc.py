@@ -39,7 +39,7 @@ import sqlite3
 import sys
 import time
 
-from equivcache import names, pathkeys
+from equivcache import catalog, names, pathkeys
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.files import write_json
 from equivcache.formatting import human, utc_iso
@@ -352,23 +352,25 @@ def check(cache, bitbake, database=None, db_password=None, out=sys.stdout):
     object's unihash has its equivalence. 0 if so, 1 with a line per fault."""
     layout = cache.layout
     faults = []
-    doc = load_json(layout.index, {}) or {}
+    doc = cache.read_json(catalog.NAME) or {}
+    sstate, siginfo = cache.listing("sstate-cache"), cache.listing("siginfo")
     for obj in doc.get("objects", []):
         for rel in (obj.get("path"), obj.get("siginfo")):
-            if rel and not os.path.isfile(os.path.join(layout.sstate, rel)):
+            if rel and rel not in sstate:
                 faults.append("index.json names sstate-cache/%s, which is missing" % rel)
     for sig in doc.get("signatures", []):
-        if not os.path.isfile(os.path.join(layout.siginfo, sig["path"])):
+        if sig["path"] not in siginfo:
             faults.append("index.json names siginfo/%s, which is missing" % sig["path"])
-    head, journal = pathkeys.read_local(layout.sstate_index)
+    head, journal, exists = cache.read_pathkeys()
     if head is not None:
-        present = {pathkeys.key_int(p) for p in pathkeys.listed_files(layout.sstate)}
+        present = {pathkeys.key_int(p) for p in sstate}
         missing = sum(1 for k in pathkeys.keys_of(journal) if k not in present)
         if missing:
             faults.append("sstate-index/%s lists %d files that sstate-cache/ lacks" % (head["journal"], missing))
-    elif os.path.exists(os.path.join(layout.sstate_index, pathkeys.HEAD)):
+    elif exists:
         faults.append("sstate-index/ is unreadable or inconsistent")
-    unihashes = sorted({u for _, _, (_, _, u, kind) in names.sstate_files(layout.sstate) if kind == "object"})
+    unihashes = sorted({parsed[2] for parsed in map(names.parse_sstate_name, sstate)
+                        if parsed and parsed[3] == "object"})
     config = server_config(layout, database)
     hashserv = import_hashserv(bitbake, layout.private)
     with write_endpoint(layout, bitbake, hashserv, config["database"], db_password) as address:
@@ -381,8 +383,8 @@ def check(cache, bitbake, database=None, db_password=None, out=sys.stdout):
     if len(faults) > 50:
         out.write("check: ... and %d more\n" % (len(faults) - 50))
     out.write("check: %s: %d index entries, %d objects with their equivalences%s\n" % (
-        layout.root, len(doc.get("objects", [])), len(unihashes) - len(absent),
+        cache.root, len(doc.get("objects", [])), len(unihashes) - len(absent),
         ", %d faults" % len(faults) if faults else ", consistent"))
     if faults:
-        raise Failure("%d faults in %s" % (len(faults), layout.root))
+        raise Failure("%d faults in %s" % (len(faults), cache.root))
     return 0

@@ -14,17 +14,24 @@
 # upload becomes visible at its completion and is aborted on failure. S3
 # cannot set an object's time: "used" is when it was last published.
 #
-# Not yet used by publish, gc, check or serve (issue: caches past one disk).
+# Used by publish and check of an s3:// cache (s3cache.py); not yet by gc,
+# status or serve.
 
+import functools
 import hashlib
 import os
+import re
 import tempfile
 import urllib.parse
 
+from equivcache.cli import Failure
 from equivcache.server.cache import CHUNK, Refused
 
 # Objects larger than this go up in parts of this size (boto3's transfer manager).
 MULTIPART = 64 << 20
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def parse_url(url):
@@ -32,10 +39,29 @@ def parse_url(url):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
         raise ValueError("%s: not an s3://BUCKET/PREFIX URL" % url)
+    if not _BUCKET.match(parts.netloc):
+        raise ValueError("%s: not an s3://BUCKET/PREFIX URL (a bucket's name is 3 to 63 lower-case letters, "
+                         "digits, dots and hyphens)" % url)
     prefix = parts.path.strip("/")
     if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
         raise ValueError("%s: the prefix has an empty, . or .. part" % url)
     return parts.netloc, prefix
+
+
+def _s3_errors(method):
+    """An S3 error (refused credentials, an unreachable endpoint, a failed
+    upload) as one line naming the cache and the file: a Failure."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        import boto3.exceptions
+        import botocore.exceptions
+        try:
+            return method(self, *args, **kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                boto3.exceptions.Boto3Error) as e:
+            what = "%s/%s" % (self.url.rstrip("/"), args[0]) if args and isinstance(args[0], str) else self.url
+            raise Failure("%s: %s" % (what, e)) from e
+    return wrapped
 
 
 class S3Storage:
@@ -57,6 +83,7 @@ class S3Storage:
     def key(self, rel):
         return "%s/%s" % (self.prefix, rel) if self.prefix else rel
 
+    @_s3_errors
     def size(self, rel):
         """The size of a published file, None if absent."""
         import botocore.exceptions
@@ -70,11 +97,13 @@ class S3Storage:
     def touch(self, rel, when):
         """S3 keeps no time but an object's last write: nothing to do."""
 
+    @_s3_errors
     def put_file(self, rel, source, when):
         """Copy a local file to rel (replacing what is there): whole or not at all."""
         self.client.upload_file(source, self.bucket, self.key(rel), Config=self.transfer,
                                 ExtraArgs={"Metadata": {"published": "%d" % when}})
 
+    @_s3_errors
     def put_stream(self, rel, stream, length, sha256, when):
         """Exactly `length` bytes of `stream` to rel if their SHA-256 is
         `sha256` (spooled and checked first: nothing is sent to the bucket
@@ -99,10 +128,12 @@ class S3Storage:
                                        ExtraArgs={"Metadata": {"published": "%d" % when}})
         return False
 
+    @_s3_errors
     def put_bytes(self, rel, data, content_type="application/octet-stream"):
         """Replace rel with data in one PUT (atomic: a reader gets the old or the new)."""
         self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, ContentType=content_type)
 
+    @_s3_errors
     def get_bytes(self, rel):
         """The content of rel, None if absent."""
         import botocore.exceptions
@@ -113,15 +144,19 @@ class S3Storage:
                 return None
             raise
 
+    @_s3_errors
     def remove(self, rel):
         self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
 
+    @_s3_errors
     def files(self, area):
-        """(path relative to area, size, last written) of every object under area/, in key order."""
+        """[(path relative to area, size, last written)] of every object under area/, in key order."""
         start = self.key(area) + "/"
+        found = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
             for obj in page.get("Contents", []):
-                yield obj["Key"][len(start):], obj["Size"], obj["LastModified"].timestamp()
+                found.append((obj["Key"][len(start):], obj["Size"], obj["LastModified"].timestamp()))
+        return found
 
     def free_space(self):
         """A bucket has no free space to ask about: quotas answer with a refused PUT."""

@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: MIT
+#
+# A cache in an S3-compatible bucket: what publish writes to
+# s3://BUCKET/PREFIX. The public files (objects, downloads, signature data,
+# index.json, durations.json, sstate-index/, equivcache.json) are in the
+# bucket under PREFIX, laid out as in a cache directory, so that consumers
+# read it over plain http(s) as they read a served cache directory
+# (EQUIVCACHE_SERVER = "https://GATEWAY/BUCKET/PREFIX", the bucket readable
+# anonymously); the private part (the equivalences' SQLite database or the
+# PostgreSQL choice, tokens, gc's ledger, the publish lock, the dashboard's
+# history) in a local state directory of the machine that publishes, as
+# Layout(state directory) names it.
+#
+# The order is a cache directory's: objects first, then index.json and
+# durations.json, then the sstate index (journal, then head.json), then the
+# descriptor; each file a single PUT or a multipart upload completed only
+# when whole.
+
+import json
+import os
+import socket
+import time
+
+from equivcache import catalog, descriptor as desc, durations, pathkeys
+from equivcache.cli import Progress
+from equivcache.files import json_bytes
+from equivcache.formatting import utc_iso
+from equivcache.server.cache import Cache, cache_path
+from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, tcp_address
+from equivcache.server.layout import Layout, saved_config
+from equivcache.server.s3storage import S3Storage, parse_url
+
+
+def default_state_dir(url):
+    """Where the private part of the cache at url lives unless told:
+    $XDG_STATE_HOME (~/.local/state)/equivcache/s3/BUCKET/PREFIX."""
+    bucket, prefix = parse_url(url)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "equivcache", "s3", bucket, *(prefix.split("/") if prefix else ()))
+
+
+class S3Cache(Cache):
+    """Cache's operations on a bucket (see above): the same lock, commit and
+    ledger, over S3Storage and listings instead of directory walks."""
+
+    def __init__(self, url, state_dir=None, endpoint=None, storage=None):
+        self.url = url.rstrip("/")
+        self.storage = storage or S3Storage(self.url, endpoint)
+        self.layout = Layout(state_dir or default_state_dir(self.url))
+        self.layout.create()
+        self.root = self.url
+
+    def listing(self, area):
+        """{path relative to area: size} of what the bucket holds there."""
+        return {rel: size for rel, size, _ in self.storage.files(area)}
+
+    def read_json(self, name):
+        return _json(self.storage.get_bytes(name))
+
+    def read_pathkeys(self):
+        raw = self.storage.get_bytes(pathkeys.DIRECTORY + "/" + pathkeys.HEAD)
+        if raw is None:
+            return None, b"", False
+        try:
+            head = pathkeys.check_head(json.loads(raw))
+        except (ValueError, pathkeys.Unavailable):
+            return None, b"", True
+        journal = (self.storage.get_bytes(pathkeys.DIRECTORY + "/" + head["journal"]) or b"")
+        journal = journal[:head["entries"] * pathkeys.KEY_SIZE]
+        if len(journal) != head["entries"] * pathkeys.KEY_SIZE:
+            return None, b"", True
+        return head, journal, True
+
+    def missing(self, files):
+        present = {}
+        for area in {rel.split("/", 1)[0] for rel, _ in files}:
+            present.update({cache_path(area, rel): size for rel, size in self.listing(area).items()})
+        return [rel for rel, size in files if present.get(rel) != size]
+
+    def add_files(self, area, files, source, what, now=None):
+        now = time.time() if now is None else now
+        present = self.listing(area)
+        copied = size = 0
+        progress = Progress(what, len(files))
+        for rel, length in files:
+            if present.get(rel) != length:
+                self.storage.put_file(cache_path(area, rel), os.path.join(source, rel), now)
+                copied += 1
+                size += length
+            progress.step()
+        progress.close()
+        return copied, size, len(files) - copied
+
+    def discard_superseded(self, unihashes, named):
+        candidates = sorted(unihashes)
+        if not candidates:
+            return 0
+        orphans = {u for u, there in zip(candidates, named(candidates)) if not there}
+        removed = 0
+        for rel in self.listing("sstate-cache"):
+            parsed = catalog.parse_sstate_name(rel)
+            if parsed and parsed[2] in orphans:
+                self.storage.remove(cache_path("sstate-cache", rel))
+                removed += 1
+        return removed
+
+    def write_indexes(self, exclude_sstate=(), exclude_signatures=(), after_index=None, new_durations=None):
+        sstate = self.listing("sstate-cache")
+        doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
+                                 exclude=exclude_sstate, exclude_signatures=exclude_signatures)
+        self.storage.put_bytes(catalog.NAME, json_bytes(doc), "application/json")
+        if after_index is not None:
+            after_index()
+        present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
+        current = durations.entries_of(_json(self.storage.get_bytes(durations.NAME)))
+        self.storage.put_bytes(durations.NAME, json_bytes(durations.document(
+            durations.merged(current, new_durations or {}, present))), "application/json")
+        return (doc,) + tuple(pathkeys.update_stored(self.storage, sorted(sstate), exclude=exclude_sstate))
+
+    def write_descriptor(self, producer=None):
+        current = _json(self.storage.get_bytes(desc.NAME)) or {}
+        doc = {
+            "format": desc.FORMAT,
+            "version": desc.VERSION,
+            "generated": utc_iso(),
+            "hashserv": saved_config(self.layout).get("hashserv") or current.get("hashserv") or
+            [tcp_address(socket.getfqdn(), DEFAULT_HASHSERV_PORT)],
+            "sstate": "sstate-cache",
+            "downloads": "downloads",
+            "nativelsbstrings": sorted({rel.split("/", 1)[0] for rel in self.listing("sstate-cache")
+                                        if "/" in rel and len(rel.split("/", 1)[0]) > 2}),
+            "producer": producer if producer is not None else current.get("producer", {}),
+        }
+        self.storage.put_bytes(desc.NAME, desc.dumps(doc).encode(), "application/json")
+        return doc
+
+
+def _json(data):
+    try:
+        return json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+
+
+def is_s3(location):
+    return location.startswith("s3://")
