@@ -7,6 +7,7 @@
 # (and their abort), range GETs, listing, and an anonymous read-only bucket
 # policy through which consumers read the mirror over plain http.
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,12 +20,14 @@ import urllib.request
 import pytest
 
 from conftest import need_bitbake
-from oeqa.utils.equivcache import SERVER, CephRGW
+from oeqa.utils.equivcache import SERVER, CacheServer, CephRGW
 
 need_bitbake()
 
+import hashserv  # noqa: E402
 from equivcache import catalog, durations, pathkeys  # noqa: E402
 from test_dashboard import timed_producer  # noqa: E402
+from test_server import METHOD, h  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("radosgw") is None or shutil.which("ceph-mon") is None,
                                 reason="needs Ceph's RADOS Gateway (Debian packages radosgw, ceph-mon, ceph-osd; "
@@ -219,6 +222,33 @@ def test_publish_to_a_bucket(rgw, tmp_path):
     assert result.returncode == 1 and "which is missing" in result.stdout, result
     result = server("gc", "--max-size", "1", "s3://team-cache/yocto")
     assert result.returncode == 2 and "cache directories only" in result.stderr, result
+
+    # serve: the hash server of the bucket's equivalences, named in the bucket's descriptor, and the
+    # upload endpoint of remote producers, whose files go to the bucket.
+    served = CacheServer("s3://team-cache/yocto", extra=["--state-dir", state], env=env, state_dir=state)
+    try:
+        descriptor = json.loads(get(base + "/equivcache.json")[1])
+        assert descriptor["hashserv"] == [served.hashserv]
+        with contextlib.closing(hashserv.create_client(served.hashserv)) as client:
+            for recipe in ("aa", "dd"):
+                assert client.get_unihash(METHOD, h("t" + recipe)) == h("u" + recipe)
+        assert get(served.url + "/equivcache.json") == get(base + "/equivcache.json")   # for publish --to
+        assert get(served.url + "/" + catalog.NAME)[0] == 404   # consumers read the bucket
+        token = server("token", "add", "ci-2", state).stdout.strip()
+        (tmp_path / "ci-2.token").write_text(token + "\n")
+        os.chmod(tmp_path / "ci-2.token", 0o600)
+        timed_producer(str(tmp_path / "p3"), ["ee"])
+        result = server("publish", "--from", str(tmp_path / "p3"), "--to", served.url, "--token-file",
+                        str(tmp_path / "ci-2.token"))
+        assert result.returncode == 0 and "sstate: 2 files uploaded" in result.stdout, result
+        assert s3.head_object(Bucket="team-cache", Key="yocto/" + catalog.NAME)
+        doc = json.loads(get(base + "/" + catalog.NAME)[1])
+        assert ("ee", "do_populate_sysroot", h("uee")) in {(o["recipe"], o["task"], o["unihash"])
+                                                           for o in doc["objects"]}
+        summary = json.loads(get(served.url + "/api/v1/summary")[1])
+        assert summary["cache"]["objects"] == sum(1 for o in doc["objects"] if o["path"])
+    finally:
+        assert served.stop() == 0
 
     # Refused credentials: one line naming the bucket, nothing written.
     env["AWS_SECRET_ACCESS_KEY"] = "wrong"

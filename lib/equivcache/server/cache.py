@@ -162,6 +162,11 @@ class Cache:
         self.root = self.layout.root
         self.storage = storage or LocalStorage(self.root)
 
+    @property
+    def served_root(self):
+        """The directory serve's http mirror serves."""
+        return self.root
+
     @contextlib.contextmanager
     def lock(self, out=None):
         """publish, upload commits and gc, one at a time (server/publish.lock;

@@ -180,6 +180,7 @@ def make_parser():
     p.add_argument("--history-days", type=positive_int, metavar="DAYS", help="forget reports, publishes and gc "
                    "runs older than DAYS (default: %d; remembered)" % MAX_DAYS)
     add_database(p)
+    add_s3(p)
 
     p = sub.add_parser("token", help="add, list or revoke producer tokens", formatter_class=formatter,
                        usage="%s token add [--role producer|reader] NAME CACHE_DIR\n"
@@ -362,7 +363,7 @@ def writable_cache(args):
     """(bitbake, database password, cache) for the subcommands that write the cache."""
     if is_s3(args.cache_dir):
         if not hasattr(args, "state_dir"):
-            raise UsageError("%s: an s3:// cache is published and checked here; serve, gc and status work on "
+            raise UsageError("%s: an s3:// cache is published, checked and served; gc and status work on "
                              "cache directories only, for now" % args.cache_dir)
         try:
             cache = S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)

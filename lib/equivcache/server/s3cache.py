@@ -50,6 +50,16 @@ class S3Cache(Cache):
         self.layout.create()
         self.root = self.url
 
+    # What serve's http port answers from the bucket: the descriptor, which
+    # publish --to reads to find the hash server.
+    proxied = (desc.NAME,)
+
+    @property
+    def served_root(self):
+        """serve's http mirror serves nothing of a bucket (its state directory
+        holds no published name): consumers read the bucket itself."""
+        return self.layout.root
+
     def listing(self, area):
         """{path relative to area: size} of what the bucket holds there."""
         return {rel: size for rel, size, _ in self.storage.files(area)}

@@ -19,7 +19,7 @@ from equivcache.server.endpoints import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_POR
 from equivcache.reportsend import PATH as REPORTS
 from equivcache.server.dashboard import Dashboard
 from equivcache.server.history import open_history
-from equivcache.server.layout import PUBLIC, admin_credentials, load_json, save_config, server_config, write_descriptor
+from equivcache.server.layout import PUBLIC, admin_credentials, load_json, save_config, server_config
 from equivcache.server.status import cache_state
 from equivcache.server.tokens import TokenStore
 from equivcache.server.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHTTPServer
@@ -78,12 +78,12 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         def hashserv_rows():
             with contextlib.closing(hashserv.create_client("unix://" + layout.socket)) as client:
                 return {table: info["rows"] for table, info in client.get_db_usage().items()}
-        board = Dashboard(open_history(layout, config, db_password), lambda: cache_state(layout), hashserv_rows,
+        board = Dashboard(open_history(layout, config, db_password), lambda: cache_state(cache), hashserv_rows,
                           accept_reports)
         tokens = TokenStore(layout.private)
         mirror = CacheHTTPServer(cache, (bind, http_port), tokens, max_upload, named, board)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
-        write_descriptor(layout)
+        cache.write_descriptor()
         state = {
             "pid": os.getpid(),
             "started": utc_iso(),

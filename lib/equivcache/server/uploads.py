@@ -97,7 +97,7 @@ class CacheHTTPServer(MirrorServer):
     def __init__(self, cache, address, tokens, max_upload, named, dashboard=None):
         self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
         self.dashboard = dashboard
-        super().__init__(cache.root, address, CacheHandler)
+        super().__init__(cache.served_root, address, CacheHandler)
 
 
 class CacheHandler(MirrorHandler):
@@ -111,6 +111,11 @@ class CacheHandler(MirrorHandler):
 
     def do_GET(self):
         found = self.server.dashboard.get(self.path) if self.server.dashboard else None
+        name = urllib.parse.urlsplit(self.path).path.lstrip("/")
+        if found is None and name in getattr(self.server.cache, "proxied", ()):
+            # A cache in a bucket: its descriptor, for publish --to (consumers read the bucket).
+            data = self.server.cache.storage.get_bytes(name)
+            found = (200, "application/json", data) if data is not None else None
         if found is None:
             self.send_file(body=True)
             return

@@ -243,10 +243,11 @@ class CephRGW:
             self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", os.path.join(d, "monmap"))
             self._start("ceph-mon", "-i", "a")
             osd_uuid = str(uuid.uuid4())
-            self._run("ceph", "osd", "new", osd_uuid)
+            # A monitor that has just started answers EPERM for a moment: asked again.
+            self._retry("ceph", "osd", "new", osd_uuid)
             self._run("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
             self._start("ceph-osd", "-i", "0")
-            wait_for(lambda: b'"num_up_osds":1' in self._run("ceph", "osd", "stat", "-f", "json").replace(b" ", b""),
+            wait_for(lambda: b'"num_up_osds":1' in self._retry("ceph", "osd", "stat", "-f", "json").replace(b" ", b""),
                      120, "the Ceph OSD did not come up")
             self._start("radosgw", "-n", "client.rgw")
             wait_for(self._answers, 180, "the RADOS Gateway did not answer on %s" % self.url)
@@ -264,6 +265,17 @@ class CephRGW:
             raise RuntimeError("%s failed (%d): %s" % (" ".join(command), result.returncode,
                                                       (result.stderr or result.stdout).decode(errors="replace")))
         return result.stdout
+
+    def _retry(self, *command, timeout=60):
+        """_run(), again until it succeeds or `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._run(*command)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _start(self, *command):
         log = open(os.path.join(self.directory, "log", command[0] + ".out"), "ab")
@@ -376,12 +388,13 @@ class Nginx:
 class CacheServer:
     """equivcache-server serve CACHE_DIR as a child process, on free loopback ports."""
 
-    def __init__(self, cache_dir, extra=(), env=None):
+    def __init__(self, cache_dir, extra=(), env=None, state_dir=None):
         self.cache_dir = cache_dir
         self.http_port = free_port()
         self.hashserv_port = free_port()
-        self.log = open(os.path.join(os.path.dirname(os.path.abspath(cache_dir)),
-                                     os.path.basename(cache_dir) + "-serve.log"), "a")
+        where = state_dir or cache_dir
+        self.log = open(os.path.join(os.path.dirname(os.path.abspath(where)),
+                                     os.path.basename(where) + "-serve.log"), "a")
         self.process = subprocess.Popen(
             [sys.executable, SERVER, "serve", "--http-port", str(self.http_port),
              "--hashserv-port", str(self.hashserv_port), *extra, cache_dir],
@@ -389,7 +402,7 @@ class CacheServer:
         self.url = "http://127.0.0.1:%d" % self.http_port
         self.hashserv = "127.0.0.1:%d" % self.hashserv_port
         self.socket = "unix://" + os.path.join(os.path.abspath(cache_dir), "server", "hashserv.sock")
-        state = os.path.join(cache_dir, "server", "state.json")
+        state = os.path.join(state_dir or cache_dir, "server", "state.json")
 
         def started():
             if self.process.poll() is not None:
