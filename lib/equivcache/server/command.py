@@ -124,7 +124,8 @@ def make_parser():
                        "  %(p)s publish --from build --to http://cache.example.com:8080 --token-file ci-1.token"
                        % {"p": PROG})
     p.set_defaults(func=cmd_publish)
-    p.add_argument("cache_dir", metavar="CACHE_DIR", nargs="?", help="the cache directory (created if absent)")
+    p.add_argument("cache_dir", metavar="CACHE_DIR", nargs="?", help="the cache directory (created if absent), or s3://BUCKET/PREFIX "
+                   "(see --state-dir)")
     p.add_argument("--from", dest="builddir", metavar="BUILDDIR", required=True,
                    help="the producer's build directory (TOPDIR)")
     p.add_argument("--to", metavar="URL", help="the http(s) address of a cache served elsewhere (as "
@@ -162,7 +163,8 @@ def make_parser():
                        epilog="example: %s serve --bind 0.0.0.0 --public-host cache.example.com /srv/yocto-cache"
                        % PROG)
     p.set_defaults(func=cmd_serve)
-    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory (created if absent)")
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory (created if absent), or s3://BUCKET/PREFIX (see "
+                   "--state-dir)")
     p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
                    help="address to listen on (default: 127.0.0.1; 0.0.0.0 or :: for every interface)")
     p.add_argument("--http-port", type=port, default=DEFAULT_HTTP_PORT,
@@ -235,7 +237,7 @@ def make_parser():
                        "object's unihash has its equivalence in the database. Exit status 0 if so, 1 otherwise "
                        "(one line per fault).")
     p.set_defaults(func=cmd_check)
-    p.add_argument("cache_dir", metavar="CACHE_DIR")
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory, or s3://BUCKET/PREFIX")
     add_database(p)
     add_s3(p)
 

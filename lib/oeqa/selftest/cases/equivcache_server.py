@@ -17,8 +17,8 @@ import time
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import CHAIN, SERVER, ProducerTestCase, fresh_bitbake_server
 from oeqa.utils.commands import runCmd
-from oeqa.utils.equivcache import (CacheServer, PostgreSQL, database_rows, executed_tasks, sstate_summary,
-                                   wait_for, warnings)
+from oeqa.utils.equivcache import (CacheServer, CephRGW, PostgreSQL, database_rows, executed_tasks,
+                                   sstate_summary, wait_for, warnings)
 
 from equivcache import names
 from equivcache.server import gc
@@ -72,6 +72,42 @@ class EquivCacheServerTests(ProducerTestCase):
         self.assertFalse(os.path.exists(os.path.join(cache_dir, "hashserv.db")))
         self.assertGreater(int(postgres.query("SELECT COUNT(*) FROM outhashes_v2")), 0)
         self.assert_published_cache_works(server)
+
+    def test_published_cache_in_a_bucket(self):
+        """publish and serve s3://BUCKET/PREFIX on a real Ceph RADOS Gateway: a consumer configured from the
+        bucket's URL alone gets 100% from it over plain http, its availability check in two requests."""
+        rgw = CephRGW(os.path.join(self.workdir, "ceph"))
+        self.addCleanup(rgw.stop)
+        s3 = rgw.client()
+        s3.create_bucket(Bucket="team")
+        s3.put_bucket_policy(Bucket="team", Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
+            "Resource": ["arn:aws:s3:::team/*"]}]}))
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=rgw.access_key, AWS_SECRET_ACCESS_KEY=rgw.secret_key,
+                   AWS_DEFAULT_REGION="default", AWS_ENDPOINT_URL=rgw.url)
+        state = os.path.join(self.workdir, "state")
+        output = runCmd([SERVER, "publish", "--from", self.producer, "--hashserv-db",
+                         os.path.join(self.producer, "persistent", "hashserv.db"), "--state-dir", state,
+                         "s3://team/yocto"], env=env).output
+        self.assertRegex(output, r"sstate: [1-9]\d* files copied")
+        server = CacheServer("s3://team/yocto", extra=["--state-dir", state], env=env, state_dir=state)
+        self.addCleanup(server.stop)
+        url = rgw.url + "/team/yocto"
+        self.assertIn("wrote conf/site.conf", self.configure_client(url))
+        self.consumer("", inherit=False)
+        log = os.path.join(rgw.directory, "log", "client.rgw.log")
+        before = os.path.getsize(log)
+        output = self.build()
+        self.assertIn('set BB_HASHSERVE_UPSTREAM = "%s"' % server.hashserv, output)
+        self.assertEqual(warnings(output), [], msg=output)
+        self.assert_full_match(output)
+        with open(log, errors="replace") as f:
+            f.seek(before)
+            requests = [line for line in f if '"GET /team/yocto/' in line or '"HEAD /team/yocto/' in line]
+        index = [r for r in requests if "/sstate-index/" in r]
+        heads = [r for r in requests if '"HEAD /team/yocto/sstate-cache/' in r]
+        self.assertTrue(1 <= len(index) <= 2, msg="".join(requests))
+        self.assertEqual(heads, [], msg="".join(requests))
 
     def test_remote_producer(self):
         """A producer build with EQUIVCACHE_PUBLISH publishes to a served cache at build end, in
