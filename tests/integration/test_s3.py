@@ -10,6 +10,7 @@
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import shutil
@@ -220,8 +221,9 @@ def test_publish_to_a_bucket(rgw, tmp_path):
     s3.delete_object(Bucket="team-cache", Key="yocto/sstate-cache/" + doc["objects"][0]["path"])
     result = server("check", "--state-dir", state, "s3://team-cache/yocto")
     assert result.returncode == 1 and "which is missing" in result.stdout, result
-    result = server("gc", "--max-size", "1", "s3://team-cache/yocto")
-    assert result.returncode == 2 and "cache directories only" in result.stderr, result
+    result = server("status", "--state-dir", state, "s3://team-cache/yocto")
+    assert result.returncode == 3 and "s3://team-cache/yocto is not being served" in result.stdout, result
+    assert "sstate-cache     3 objects" in result.stdout and "downloads        0 files" in result.stdout, result
 
     # serve: the hash server of the bucket's equivalences, named in the bucket's descriptor, and the
     # upload endpoint of remote producers, whose files go to the bucket.
@@ -247,6 +249,8 @@ def test_publish_to_a_bucket(rgw, tmp_path):
                                                            for o in doc["objects"]}
         summary = json.loads(get(served.url + "/api/v1/summary")[1])
         assert summary["cache"]["objects"] == sum(1 for o in doc["objects"] if o["path"])
+        result = server("status", "--state-dir", state, "s3://team-cache/yocto")
+        assert result.returncode == 0 and "builds reported  none yet" in result.stdout, result
     finally:
         assert served.stop() == 0
 
@@ -260,3 +264,64 @@ def test_publish_to_a_bucket(rgw, tmp_path):
     assert s3.list_objects_v2(Bucket="team-cache")["KeyCount"] == before
     result = server("publish", "--from", str(tmp_path / "p2"), "--state-dir", state, "s3://team cache")
     assert result.returncode == 2 and "not an s3://BUCKET/PREFIX" in result.stderr, result
+
+
+@pytest.fixture(scope="module")
+def s3_env(rgw):
+    return dict(os.environ, AWS_ACCESS_KEY_ID=rgw.access_key, AWS_SECRET_ACCESS_KEY=rgw.secret_key,
+                AWS_DEFAULT_REGION="default", AWS_ENDPOINT_URL=rgw.url)
+
+
+def bucket_recipes(s3, bucket, prefix):
+    """{recipe} of the objects under PREFIX/sstate-cache/, and of those index.json lists."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/sstate-cache/").get("Contents", [])
+    present = {catalog.parse_sstate_name(o["Key"])[0] for o in listed if o["Key"].endswith(".tar.zst")}
+    doc = json.loads(s3.get_object(Bucket=bucket, Key=prefix + "/" + catalog.NAME)["Body"].read())
+    return present, {o["recipe"] for o in doc["objects"] if o["path"]}
+
+
+@pytest.fixture(scope="module")
+def producers(tmp_path_factory):
+    """Five producers, recipe0 to recipe4, each one object with its signature data."""
+    root = tmp_path_factory.mktemp("producers")
+    for n in range(5):
+        timed_producer(str(root / ("p%d" % n)), ["recipe%d" % n])
+    return root
+
+
+# The phases whose work differs on a bucket (listing, index, removal), and the sweep after them; the
+# others (ledger, mark) are a cache directory's, test_gc.py's.
+@pytest.mark.parametrize("phase", ["plan:1", "index:1", "delete:1", "delete:2", "sweep:1"])
+def test_gc_on_a_bucket_killed_at_every_phase(rgw, s3_env, producers, tmp_path, phase):
+    """gc of an s3:// cache to a bound, least recently published first, SIGKILLed at each phase: check
+    finds it consistent, and the next gc finishes the work."""
+    s3 = rgw.client()
+    bucket = "gc-" + phase.replace(":", "-")
+    s3.create_bucket(Bucket=bucket)
+    state = str(tmp_path / "state")
+    url = "s3://%s/cache" % bucket
+
+    def server(*args, env=s3_env):
+        return subprocess.run([sys.executable, SERVER, *args], capture_output=True, text=True, env=env, timeout=300)
+    for n in range(5):
+        result = server("publish", "--from", str(producers / ("p%d" % n)), "--state-dir", state, url)
+        assert result.returncode == 0, result
+        time.sleep(0.1)   # the bucket's times (to the millisecond) are the publishes' order
+    # Five groups of equal size (an object, its .siginfo, its signature data): room for two.
+    group = sum(o["Size"] for area in ("sstate-cache", "siginfo")
+                for o in s3.list_objects_v2(Bucket=bucket, Prefix="cache/%s/" % area)["Contents"]) // 5
+    killed = server("gc", "--max-size", str(2 * group), "--grace-days", "0", "--keep-publishes", "0",
+                    "--state-dir", state, url, env=dict(s3_env, EQUIVCACHE_GC_TEST_KILL=phase))
+    assert killed.returncode == -9, killed
+    check = server("check", "--state-dir", state, url)
+    assert check.returncode == 0 and "consistent" in check.stdout, (killed, check)
+    present, listed = bucket_recipes(s3, bucket, "cache")
+    assert listed <= present
+    result = server("gc", "--state-dir", state, url)   # the remembered bound
+    assert result.returncode == 0, result
+    present, listed = bucket_recipes(s3, bucket, "cache")
+    assert present == listed == {"recipe3", "recipe4"}, result.stdout
+    timed = json.loads(s3.get_object(Bucket=bucket, Key="cache/" + durations.NAME)["Body"].read())
+    assert {t["recipe"] for t in timed["tasks"]} == {"recipe3", "recipe4"}
+    with contextlib.closing(sqlite3.connect(os.path.join(state, "hashserv.db"))) as db:
+        assert {r for r, in db.execute("SELECT unihash FROM unihashes_v3")} == {h("urecipe3"), h("urecipe4")}

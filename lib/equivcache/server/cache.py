@@ -265,6 +265,16 @@ class Cache:
     def write_descriptor(self, producer=None):
         return write_descriptor(self.layout, producer=producer)
 
+    def scan(self):
+        """gc's groups of the cache's files (gc.scan)."""
+        from equivcache.server.gc import scan
+        return scan(self.layout)
+
+    def delete_groups(self, evicted):
+        """gc's removal of the evicted groups' files (gc.delete)."""
+        from equivcache.server.gc import delete
+        delete(self.layout, evicted)
+
     def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None):
         """What a publish ends with, in the lock: the objects no equivalence
         names dropped (discard_superseded), the indexes and durations, gc's

@@ -14,6 +14,7 @@ from equivcache.cli import Parser, UsageError, find_bitbake, layer_dir, run
 from equivcache.server import prodconfig
 from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
 from equivcache.server.gc import DEFAULT_GRACE_DAYS, DEFAULT_KEEP_PUBLISHES, check, gc, parse_size
+from equivcache.server.cache import Cache
 from equivcache.server.history import MAX_DAYS, MAX_ROWS
 from equivcache.server.layout import Layout, check_cache_dir, save_config, saved_config, saved_database
 from equivcache.server import token_command
@@ -231,6 +232,7 @@ def make_parser():
     p.add_argument("-n", "--dry-run", action="store_true", help="say what would go and how much it frees; "
                    "change nothing")
     add_database(p)
+    add_s3(p)
 
     p = sub.add_parser("check", help="check the cache's consistency",
                        description="Every entry of index.json and sstate-index/ has its file, and every sstate "
@@ -245,7 +247,8 @@ def make_parser():
                        description="Exit status 0 if everything is up, 3 if the cache is not being served, "
                        "1 if a part is down.")
     p.set_defaults(func=cmd_status)
-    p.add_argument("cache_dir", metavar="CACHE_DIR")
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="the cache directory, or s3://BUCKET/PREFIX")
+    add_s3(p)
 
     p = sub.add_parser("config", help="print production configurations", formatter_class=formatter,
                        description="Print a ready nginx site for the mirror (--nginx) or systemd units for "
@@ -351,22 +354,27 @@ def cmd_config(args):
 
 
 def cmd_status(args):
-    if not os.path.isdir(args.cache_dir):
+    if is_s3(args.cache_dir):
+        try:
+            cache = S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)
+        except ValueError as e:
+            raise UsageError(str(e))
+    elif not os.path.isdir(args.cache_dir):
         raise UsageError("cache directory %s does not exist" % args.cache_dir)
-    layout = Layout(args.cache_dir)
+    else:
+        cache = Cache(args.cache_dir)
     try:
         bitbake = find_bitbake(args.bitbake)
     except UsageError:
         bitbake = None
-    return status(layout, bitbake)
+    return status(cache, bitbake)
 
 
 def writable_cache(args):
     """(bitbake, database password, cache) for the subcommands that write the cache."""
     if is_s3(args.cache_dir):
         if not hasattr(args, "state_dir"):
-            raise UsageError("%s: an s3:// cache is published, checked and served; gc and status work on "
-                             "cache directories only, for now" % args.cache_dir)
+            raise UsageError("%s: this command takes a cache directory only" % args.cache_dir)
         try:
             cache = S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)
         except ValueError as e:

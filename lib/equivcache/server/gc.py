@@ -46,7 +46,7 @@ from equivcache.formatting import human, utc_iso
 from equivcache.server.database import unihashes_named
 from equivcache.server.endpoints import import_hashserv, write_endpoint
 from equivcache.server.history import open_history
-from equivcache.server.layout import load_json, save_config, saved_config, server_config, write_descriptor
+from equivcache.server.layout import load_json, save_config, saved_config, server_config
 
 DAY = 86400
 DEFAULT_GRACE_DAYS = 30
@@ -92,8 +92,14 @@ class Group:
 
 def scan(layout):
     """The cache's groups: ({stem: object group}, [signature-only groups])."""
+    return group_files(names.named_stats(layout.sstate, names.parse_sstate_name),
+                       names.named_stats(layout.siginfo, names.parse_sigdata_name))
+
+
+def group_files(sstate, siginfo):
+    """scan() of (path, stat, parsed name) of the files of sstate-cache/ and of siginfo/."""
     objects = {}
-    for rel, st, (_, _, unihash, kind) in names.named_stats(layout.sstate, names.parse_sstate_name):
+    for rel, st, (_, _, unihash, kind) in sstate:
         stem = rel[:-len("." + kind)] if kind != "object" else rel
         group = objects.setdefault(stem, Group(unihash if kind == "object" else None))
         if kind == "object":
@@ -104,7 +110,7 @@ def scan(layout):
         recipe, task, unihash, _ = names.parse_sstate_name(stem)
         by_task[(recipe, task, unihash)] = group
     alone = []
-    for rel, st, key in names.named_stats(layout.siginfo, names.parse_sigdata_name):
+    for rel, st, key in siginfo:
         group = by_task.get(key)
         if group is None:
             group = Group(None)
@@ -192,13 +198,17 @@ def rewrite_indexes(cache, evicted):
     cache.write_indexes(gone_sstate, gone_sig, after_index=lambda: checkpoint("index", 1))
 
 
-def delete(layout, evicted):
-    """Remove the evicted files (each object before its signature files); empty directories after."""
+def delete(layout, evicted, remove=None):
+    """Remove the evicted files (each object before its signature files);
+    empty directories after (remove(rel): a storage's, which has none)."""
     progress = Progress("removing", len(evicted))
     dirs = set()
     for step, group in enumerate(evicted, 1):
         checkpoint("delete", step)
         for rel in sorted(group.files, key=lambda f: (not f.endswith(".tar.zst"), f)):
+            if remove is not None:
+                remove(rel)
+                continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(layout.root, rel))
             dirs.add(os.path.dirname(os.path.join(layout.root, rel)))
@@ -284,7 +294,7 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
     now = time.time() if now is None else now
     lock = contextlib.nullcontext() if dry_run else cache.lock(out)
     with lock:
-        objects, alone = scan(layout)
+        objects, alone = cache.scan()
         groups = list(objects.values()) + alone
         evicted, kept, protected = plan(groups, now, settings["max_size"], settings["older_than"],
                                         protect_since(layout, settings["keep_publishes"]))
@@ -315,8 +325,8 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
             ledger.saw({g.unihash for g in objects.values() if g.unihash}, now)
             checkpoint("ledger", 1)
             rewrite_indexes(cache, evicted)
-            delete(layout, evicted)
-            write_descriptor(layout)
+            cache.delete_groups(evicted)
+            cache.write_descriptor()
             keep = {g.unihash for g in kept if g.unihash} | ledger.since(now - settings["grace_days"] * DAY)
             started = ledger.started
         finally:

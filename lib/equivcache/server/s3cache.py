@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import time
+import types
 
 from equivcache import catalog, descriptor as desc, durations, pathkeys
 from equivcache.cli import Progress
@@ -126,6 +127,23 @@ class S3Cache(Cache):
         self.storage.put_bytes(durations.NAME, json_bytes(durations.document(
             durations.merged(current, new_durations or {}, present))), "application/json")
         return (doc,) + tuple(pathkeys.update_stored(self.storage, sorted(sstate), exclude=exclude_sstate))
+
+    def scan(self):
+        """gc's groups: an object store keeps no access time, so an object's
+        "used" and "published" are both when it was last written."""
+        from equivcache.server.gc import group_files
+
+        def stats(area, parse):
+            for rel, size, written in self.storage.files(area):
+                parsed = parse(rel)
+                if parsed is not None:
+                    yield rel, types.SimpleNamespace(st_size=size, st_atime=written, st_mtime=written), parsed
+        return group_files(stats("sstate-cache", catalog.parse_sstate_name),
+                           stats("siginfo", catalog.parse_sigdata_name))
+
+    def delete_groups(self, evicted):
+        from equivcache.server.gc import delete
+        delete(self.layout, evicted, remove=self.storage.remove)
 
     def write_descriptor(self, producer=None):
         current = _json(self.storage.get_bytes(desc.NAME)) or {}

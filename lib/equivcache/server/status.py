@@ -5,14 +5,13 @@
 import json
 import sys
 
-from equivcache import names, probe
+from equivcache import descriptor as desc, names, probe
 from equivcache.formatting import duration, human
 from equivcache.server.dashboard import summarize
 from equivcache.server.history import open_history
 from equivcache.server.database import database_usage, is_sqlite, show_database, sqlite_usage
 from equivcache.server.endpoints import READ_PERMS, loopback_for, socket_alive
-from equivcache.server.gc import scan
-from equivcache.server.layout import load_json, running_state, saved_config, saved_database
+from equivcache.server.layout import running_state, saved_config, saved_database
 from equivcache.server.producer import download_files
 
 
@@ -81,19 +80,20 @@ def headline(layout, state):
     return lines
 
 
-def status(layout, bitbake=None, out=sys.stdout):
+def status(cache, bitbake=None, out=sys.stdout):
     """Print what is up, where, and how big the cache is. 0: all up;
     3: not running (as systemctl status); 1: running but a part is down."""
+    layout = cache.layout
     state = running_state(layout)
     database = saved_database(layout)
     writer_up = state is not None and socket_alive(layout.socket)
     lines = []
     code = 0
     if state is None:
-        lines.append("equivcache-server: %s is not being served" % layout.root)
+        lines.append("equivcache-server: %s is not being served" % cache.root)
         code = 3
     else:
-        lines.append("equivcache-server: serving %s (pid %d, since %s)" % (layout.root, state["pid"], state["started"]))
+        lines.append("equivcache-server: serving %s (pid %d, since %s)" % (cache.root, state["pid"], state["started"]))
         checks = [
             ("http mirror", state["http"], probe.http(state["http"] + "/equivcache.json", 3) is None),
             ("read endpoint", state["hashserv"] + " (anonymous %s)" % READ_PERMS,
@@ -117,17 +117,18 @@ def status(layout, bitbake=None, out=sys.stdout):
     if usage:
         line += "  (%s)" % ", ".join("%s %d" % (k, v) for k, v in sorted(usage.items()))
     lines.append(line)
-    objects, alone = scan(layout)
+    objects, alone = cache.scan()
     held = sum(g.size for g in list(objects.values()) + alone)
     lines.append("  %-16s %d objects, %s with their signature files" % (
         "sstate-cache", sum(1 for g in objects.values() if g.unihash), human(held)))
     lines.append("  %-16s %s" % ("gc bound", gc_bound(saved_config(layout).get("gc"), held)))
     files = total = 0
-    for _, size in download_files(layout.downloads):
+    for size in (cache.listing("downloads").values() if cache.root != layout.root
+                 else (size for _, size in download_files(layout.downloads))):
         files += 1
         total += size
     lines.append("  %-16s %d files, %s" % ("downloads", files, human(total)))
-    doc = load_json(layout.descriptor)
+    doc = cache.read_json(desc.NAME)
     lines.append("  %-16s %s" % ("descriptor", ("generated " + doc.get("generated", "?")) if doc else "none yet"))
     lines.extend(headline(layout, state))
     out.write("\n".join(lines) + "\n")

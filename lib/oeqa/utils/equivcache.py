@@ -236,11 +236,19 @@ class CephRGW:
             f.write(CEPH_CONF.format(d=d, fsid=fsid, mon_port=self.mon_port, port=self.port, memory=memory))
         self.processes = []
         try:
-            self._run("ceph-authtool", "--create-keyring", os.path.join(d, "keyring"), "--gen-key", "-n", "mon.",
-                      "--cap", "mon", "allow *", config=False)
+            # cephx, as a real cluster: with auth "none" an OSD may ask the monitor before it knows the
+            # cluster's fsid, be refused, and never come up.
+            keyring = os.path.join(d, "keyring")
+            for entity, caps in (("mon.", ["mon", "allow *"]),
+                                 ("client.admin", ["mon", "allow *", "osd", "allow *", "mgr", "allow *"]),
+                                 ("osd.0", ["mon", "allow profile osd", "osd", "allow *", "mgr", "allow profile osd"]),
+                                 ("client.rgw", ["mon", "allow rw", "osd", "allow rwx", "mgr", "allow rw"])):
+                create = ["--create-keyring"] if entity == "mon." else []
+                caps_args = [a for i in range(0, len(caps), 2) for a in ("--cap", caps[i], caps[i + 1])]
+                self._run("ceph-authtool", *create, keyring, "--gen-key", "-n", entity, *caps_args, config=False)
             self._run("monmaptool", "--create", "--fsid", fsid, "--addv", "a", "[v1:127.0.0.1:%d]" % self.mon_port,
                       os.path.join(d, "monmap"), config=False)
-            self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", os.path.join(d, "monmap"))
+            self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", os.path.join(d, "monmap"), "--keyring", keyring)
             self._start("ceph-mon", "-i", "a")
             osd_uuid = str(uuid.uuid4())
             # A monitor that has just started answers EPERM for a moment: asked again.
@@ -322,9 +330,6 @@ fsid = {fsid}
 mon host = v1:127.0.0.1:{mon_port}
 public addr = 127.0.0.1
 ms bind msgr2 = false
-auth cluster required = none
-auth service required = none
-auth client required = none
 keyring = {d}/keyring
 run dir = {d}/run
 admin socket = {d}/run/$name.asok
