@@ -19,8 +19,11 @@
 import json
 import os
 import socket
+import threading
 import time
 import types
+
+from concurrent.futures import ThreadPoolExecutor
 
 from equivcache import catalog, descriptor as desc, durations, pathkeys
 from equivcache.cli import Progress
@@ -30,6 +33,10 @@ from equivcache.server.cache import Cache, cache_path
 from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, tcp_address
 from equivcache.server.layout import Layout, saved_config
 from equivcache.server.s3storage import S3Storage, parse_url
+
+
+# Uploads at once: an object store answers each PUT in turn's time, not a disk's.
+UPLOADS = 8
 
 
 def default_state_dir(url):
@@ -89,18 +96,23 @@ class S3Cache(Cache):
         return [rel for rel, size in files if present.get(rel) != size]
 
     def add_files(self, area, files, source, what, now=None):
+        """Upload the files the bucket lacks (or holds with another size),
+        UPLOADS at a time; an error stops the publish before its commit."""
         now = time.time() if now is None else now
         present = self.listing(area)
-        copied = size = 0
-        progress = Progress(what, len(files))
-        for rel, length in files:
-            if present.get(rel) != length:
-                self.storage.put_file(cache_path(area, rel), os.path.join(source, rel), now)
-                copied += 1
-                size += length
-            progress.step()
+        wanted = [(rel, length) for rel, length in files if present.get(rel) != length]
+        progress = Progress(what, len(wanted))
+        lock = threading.Lock()
+
+        def put(item):
+            self.storage.put_file(cache_path(area, item[0]), os.path.join(source, item[0]), now)
+            with lock:
+                progress.step()
+        with ThreadPoolExecutor(UPLOADS) as pool:
+            for result in [pool.submit(put, item) for item in wanted]:
+                result.result()
         progress.close()
-        return copied, size, len(files) - copied
+        return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
 
     def discard_superseded(self, unihashes, named):
         candidates = sorted(unihashes)
