@@ -10,14 +10,13 @@
 
 import json
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 import bb
 
-from equivcache.cli import layer_dir
+from equivcache.cli import layer_dir, spawn_detached
 from equivcache.configcheck import auto_database_path
 from equivcache.probe import describe_error
 from equivcache.uploadapi import PREFIX, TokenFileError, basic_auth, read_token_file
@@ -80,10 +79,5 @@ def on_build_completed(e, d):
     logdir = os.path.join(d.getVar("LOG_DIR"), "equivcache")
     bb.utils.mkdirhier(logdir)
     log = os.path.join(logdir, LOG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BB")}
-    with open(log, "w") as out:
-        out.write("$ %s\n" % " ".join(command))
-        out.flush()
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                         cwd=d.getVar("TOPDIR"), start_new_session=True, close_fds=True)
+    spawn_detached(command, log, "$ %s\n" % " ".join(command), cwd=d.getVar("TOPDIR"), fresh=True)
     bb.plain("equivcache: publishing this build to %s in the background (log: %s)" % (url, log))

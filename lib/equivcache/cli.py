@@ -9,6 +9,7 @@
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 
 
@@ -41,6 +42,19 @@ def run(prog, command, *args):
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def spawn_detached(command, log, header=None, cwd=None, env=None, fresh=False):
+    """Start command in a session of its own, stdout and stderr appended to
+    log (a new log if fresh; after header), without bitbake's BB* variables:
+    a build that starts it neither waits for it nor fails with it."""
+    env = dict({k: v for k, v in os.environ.items() if not k.startswith("BB")}, **(env or {}))
+    with open(log, "w" if fresh else "a") as out:
+        if header:
+            out.write(header)
+            out.flush()
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                         start_new_session=True, close_fds=True)
 
 
 def layer_dir():

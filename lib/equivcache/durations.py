@@ -18,7 +18,6 @@
 # again later (or a sigdata rewritten by `bitbake -S`) matches no older
 # entry. A run without such a sigdata has no duration: never guessed.
 
-import json
 import os
 import re
 
@@ -132,14 +131,6 @@ def entries_of(doc):
         for t in doc.get("tasks", []):
             found[(t["recipe"], t["task"], t["unihash"])] = {k: t[k] for k in ("seconds", "producer", "measured")}
     return found
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return entries_of(json.load(f))
-    except (OSError, ValueError):
-        return {}
 
 
 def seconds_by_task(doc):

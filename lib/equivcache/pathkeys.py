@@ -115,14 +115,22 @@ def journal_name(generation):
 def read_local(index_dir):
     """(head, journal bytes) of the index in index_dir, or (None, b"") if it
     has none or an unusable one."""
+    def get(name):
+        with open(os.path.join(index_dir, name), "rb") as f:
+            return f.read()
+    return read_with(get)
+
+
+def read_with(get):
+    """read_local() of an index whose files get(name) returns (bytes; OSError
+    or None if absent): a directory's, or an object store's."""
     try:
-        with open(os.path.join(index_dir, HEAD)) as f:
-            head = check_head(json.load(f))
-        with open(os.path.join(index_dir, head["journal"]), "rb") as f:
-            journal = f.read(head["entries"] * KEY_SIZE)
+        raw = get(HEAD)
+        head = check_head(json.loads(raw)) if raw is not None else None
+        journal = (get(head["journal"]) or b"")[:head["entries"] * KEY_SIZE] if head else b""
     except (OSError, ValueError, Unavailable):
         return None, b""
-    if len(journal) != head["entries"] * KEY_SIZE:
+    if head is None or len(journal) != head["entries"] * KEY_SIZE:
         return None, b""
     return head, journal
 
@@ -169,16 +177,7 @@ def update_stored(storage, paths, directory="sstate-cache", exclude=()):
     copy of its start stays valid and its range request gets the rest), then
     head.json. Returns (entries, added, new_generation)."""
     current = {key(p) for p in paths if p not in exclude}
-    head, journal = None, b""
-    raw = storage.get_bytes(DIRECTORY + "/" + HEAD)
-    try:
-        head = check_head(json.loads(raw)) if raw is not None else None
-        journal = (storage.get_bytes(DIRECTORY + "/" + head["journal"]) or b"")[:head["entries"] * KEY_SIZE] \
-            if head else b""
-        if head and len(journal) != head["entries"] * KEY_SIZE:
-            head, journal = None, b""
-    except (ValueError, Unavailable):
-        head, journal = None, b""
+    head, journal = read_with(lambda name: storage.get_bytes(DIRECTORY + "/" + name))
     known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
     if head is not None and known <= current and head.get("directory") == directory:
         added = sorted(current - known)

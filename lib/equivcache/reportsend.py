@@ -12,10 +12,11 @@
 
 import json
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
+
+from equivcache.cli import spawn_detached
 
 LOG = "report-send.log"
 PATH = "/api/v1/reports"
@@ -43,12 +44,8 @@ def send(url, doc, timeout=TIMEOUT):
 def send_in_background(url, path, reporter, log):
     """Send the report at path to url from a detached process, its output in log."""
     lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BB")}
-    env["PYTHONPATH"] = lib
-    with open(log, "a") as out:
-        subprocess.Popen([sys.executable, "-m", "equivcache.reportsend", url, path, reporter], env=env,
-                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                         close_fds=True)
+    spawn_detached([sys.executable, "-m", "equivcache.reportsend", url, path, reporter], log,
+                   env={"PYTHONPATH": lib})
 
 
 def main(argv):

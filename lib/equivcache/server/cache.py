@@ -27,7 +27,7 @@ import time
 from equivcache import descriptor as desc
 from equivcache import catalog, durations, names, pathkeys
 from equivcache.cli import Progress
-from equivcache.files import write_json
+from equivcache.files import json_bytes, write_atomic
 from equivcache.server.layout import Layout, write_descriptor
 
 # The areas of a cache a producer adds files to.
@@ -186,18 +186,31 @@ class Cache:
         top = os.path.join(self.root, area)
         return {rel: os.path.getsize(os.path.join(top, rel)) for rel in pathkeys.listed_files(top)}
 
+    def read_bytes(self, name):
+        """A file at the cache's top (index.json, sstate-index/head.json...), None if absent."""
+        try:
+            with open(os.path.join(self.root, *name.split("/")), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def put_bytes(self, name, data):
+        """Replace a file at the cache's top, atomically."""
+        write_atomic(os.path.join(self.root, *name.split("/")), data)
+
     def read_json(self, name):
         """A JSON file at the cache's top (index.json, equivcache.json), None if absent or not JSON."""
         try:
-            with open(os.path.join(self.root, name)) as f:
-                return json.load(f)
+            data = self.read_bytes(name)
+            return json.loads(data) if data is not None else None
         except (OSError, ValueError):
             return None
 
     def read_pathkeys(self):
-        """(head, journal) of the sstate index; (None, b"") if none or unusable; and whether head.json exists."""
-        return pathkeys.read_local(self.layout.sstate_index) + (
-            os.path.exists(os.path.join(self.layout.sstate_index, pathkeys.HEAD)),)
+        """(head, journal) of the sstate index, (None, b"") if none or unusable; and whether head.json exists."""
+        def get(name):
+            return self.read_bytes(pathkeys.DIRECTORY + "/" + name)
+        return pathkeys.read_with(get) + (get(pathkeys.HEAD) is not None,)
 
     def missing(self, files):
         """Of (path relative to the cache, size) pairs, the paths the cache
@@ -240,8 +253,9 @@ class Cache:
             return 0
         orphans = {u for u, there in zip(candidates, named(candidates)) if not there}
         removed = 0
-        for rel, _, (_, _, unihash, _) in list(names.sstate_files(self.layout.sstate)):
-            if unihash in orphans:
+        for rel in list(self.listing("sstate-cache")):
+            parsed = names.parse_sstate_name(rel)
+            if parsed and parsed[2] in orphans:
                 self.storage.remove(cache_path("sstate-cache", rel))
                 removed += 1
         return removed
@@ -251,16 +265,23 @@ class Cache:
         unihash): entry}, it lacked), then the sstate index, of what the
         cache holds (less what gc is about to remove). Returns (index
         document, sstate index entries, appended, rewritten)."""
-        doc = catalog.build(self.layout.sstate, siginfo_dir=self.layout.siginfo, exclude=exclude_sstate,
-                          exclude_signatures=exclude_signatures)
-        write_json(self.layout.index, doc)
+        doc, sstate_paths = self.build_catalog(exclude_sstate, exclude_signatures)
+        self.put_bytes(catalog.NAME, json_bytes(doc))
         present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
-        write_json(self.layout.durations, durations.document(
-            durations.merged(durations.read(self.layout.durations), new_durations or {}, present)))
+        self.put_bytes(durations.NAME, json_bytes(durations.document(durations.merged(
+            durations.entries_of(self.read_json(durations.NAME)), new_durations or {}, present))))
         if after_index is not None:
             after_index()
-        return (doc,) + tuple(pathkeys.update(self.layout.sstate, self.layout.sstate_index,
-                                                 exclude=exclude_sstate))
+        return (doc,) + tuple(self.update_pathkeys(sstate_paths, exclude_sstate))
+
+    def build_catalog(self, exclude_sstate, exclude_signatures):
+        """(index.json's document, the paths of sstate-cache/'s files, or None to list them again)."""
+        return catalog.build(self.layout.sstate, siginfo_dir=self.layout.siginfo, exclude=exclude_sstate,
+                             exclude_signatures=exclude_signatures), None
+
+    def update_pathkeys(self, sstate_paths, exclude_sstate):
+        """pathkeys.update() of sstate-index/ (appended in place)."""
+        return pathkeys.update(self.layout.sstate, self.layout.sstate_index, exclude=exclude_sstate)
 
     def write_descriptor(self, producer=None):
         return write_descriptor(self.layout, producer=producer)

@@ -353,12 +353,17 @@ def cmd_config(args):
     return 0
 
 
+def bucket_cache(args):
+    """The S3Cache of an s3:// CACHE_DIR (--state-dir, --s3-endpoint); a bad URL is a usage error."""
+    try:
+        return S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)
+    except ValueError as e:
+        raise UsageError(str(e))
+
+
 def cmd_status(args):
     if is_s3(args.cache_dir):
-        try:
-            cache = S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)
-        except ValueError as e:
-            raise UsageError(str(e))
+        cache = bucket_cache(args)
     elif not os.path.isdir(args.cache_dir):
         raise UsageError("cache directory %s does not exist" % args.cache_dir)
     else:
@@ -375,11 +380,7 @@ def writable_cache(args):
     if is_s3(args.cache_dir):
         if not hasattr(args, "state_dir"):
             raise UsageError("%s: this command takes a cache directory only" % args.cache_dir)
-        try:
-            cache = S3Cache(args.cache_dir, args.state_dir, args.s3_endpoint)
-        except ValueError as e:
-            raise UsageError(str(e))
-        return find_bitbake(args.bitbake), db_password(args), cache
+        return find_bitbake(args.bitbake), db_password(args), bucket_cache(args)
     return find_bitbake(args.bitbake), db_password(args), check_cache_dir(args.cache_dir, create=True)
 
 

@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 
 from equivcache import report as buildreport
 from equivcache.formatting import duration, human, utc_iso
+from equivcache.server.cache import Refused
 from equivcache.server.history import MAX_ROWS
 
 logger = logging.getLogger("equivcache.server")
@@ -36,12 +37,6 @@ REPORT_LIMIT = 4 << 20
 RECENT = 50
 TOP_MISSES = 20
 SCAN_SECONDS = 60.0
-
-
-class Refused(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
 
 
 def _count(doc, *keys):

@@ -152,18 +152,24 @@ def running_state(layout):
 def write_descriptor(layout, producer=None):
     """Refresh the descriptor: the read endpoint's public address as serve
     saved it in server.json; what is not given kept from the current one."""
-    current = load_json(layout.descriptor, {}) or {}
+    doc = descriptor_document(layout, load_json(layout.descriptor, {}) or {}, names.nativelsbstrings(layout.sstate),
+                              producer)
+    files.write_atomic(layout.descriptor, desc.dumps(doc))
+    return doc
+
+
+def descriptor_document(layout, current, nativelsbstrings, producer=None):
+    """The descriptor of a cache whose private part is layout's, current
+    being the one published now ({} if none)."""
     addresses = saved_config(layout).get("hashserv") or current.get("hashserv") or \
         [tcp_address(socket.getfqdn(), DEFAULT_HASHSERV_PORT)]
-    doc = {
+    return {
         "format": desc.FORMAT,
         "version": desc.VERSION,
         "generated": utc_iso(),
         "hashserv": addresses,
         "sstate": "sstate-cache",
         "downloads": "downloads",
-        "nativelsbstrings": names.nativelsbstrings(layout.sstate),
+        "nativelsbstrings": nativelsbstrings,
         "producer": producer if producer is not None else current.get("producer", {}),
     }
-    files.write_atomic(layout.descriptor, desc.dumps(doc))
-    return doc

@@ -16,22 +16,17 @@
 # descriptor; each file a single PUT or a multipart upload completed only
 # when whole.
 
-import json
 import os
-import socket
 import threading
 import time
 import types
 
 from concurrent.futures import ThreadPoolExecutor
 
-from equivcache import catalog, descriptor as desc, durations, pathkeys
+from equivcache import catalog, descriptor as desc, pathkeys
 from equivcache.cli import Progress
-from equivcache.files import json_bytes
-from equivcache.formatting import utc_iso
 from equivcache.server.cache import Cache, cache_path
-from equivcache.server.endpoints import DEFAULT_HASHSERV_PORT, tcp_address
-from equivcache.server.layout import Layout, saved_config
+from equivcache.server.layout import Layout, descriptor_document
 from equivcache.server.s3storage import S3Storage, parse_url
 
 
@@ -72,22 +67,12 @@ class S3Cache(Cache):
         """{path relative to area: size} of what the bucket holds there."""
         return {rel: size for rel, size, _ in self.storage.files(area)}
 
-    def read_json(self, name):
-        return _json(self.storage.get_bytes(name))
+    def read_bytes(self, name):
+        return self.storage.get_bytes(name)
 
-    def read_pathkeys(self):
-        raw = self.storage.get_bytes(pathkeys.DIRECTORY + "/" + pathkeys.HEAD)
-        if raw is None:
-            return None, b"", False
-        try:
-            head = pathkeys.check_head(json.loads(raw))
-        except (ValueError, pathkeys.Unavailable):
-            return None, b"", True
-        journal = (self.storage.get_bytes(pathkeys.DIRECTORY + "/" + head["journal"]) or b"")
-        journal = journal[:head["entries"] * pathkeys.KEY_SIZE]
-        if len(journal) != head["entries"] * pathkeys.KEY_SIZE:
-            return None, b"", True
-        return head, journal, True
+    def put_bytes(self, name, data):
+        self.storage.put_bytes(name, data, "application/json" if name.endswith(".json") else
+                               "application/octet-stream")
 
     def missing(self, files):
         present = {}
@@ -114,31 +99,15 @@ class S3Cache(Cache):
         progress.close()
         return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
 
-    def discard_superseded(self, unihashes, named):
-        candidates = sorted(unihashes)
-        if not candidates:
-            return 0
-        orphans = {u for u, there in zip(candidates, named(candidates)) if not there}
-        removed = 0
-        for rel in self.listing("sstate-cache"):
-            parsed = catalog.parse_sstate_name(rel)
-            if parsed and parsed[2] in orphans:
-                self.storage.remove(cache_path("sstate-cache", rel))
-                removed += 1
-        return removed
-
-    def write_indexes(self, exclude_sstate=(), exclude_signatures=(), after_index=None, new_durations=None):
+    def build_catalog(self, exclude_sstate, exclude_signatures):
         sstate = self.listing("sstate-cache")
         doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
                                  exclude=exclude_sstate, exclude_signatures=exclude_signatures)
-        self.storage.put_bytes(catalog.NAME, json_bytes(doc), "application/json")
-        if after_index is not None:
-            after_index()
-        present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
-        current = durations.entries_of(_json(self.storage.get_bytes(durations.NAME)))
-        self.storage.put_bytes(durations.NAME, json_bytes(durations.document(
-            durations.merged(current, new_durations or {}, present))), "application/json")
-        return (doc,) + tuple(pathkeys.update_stored(self.storage, sorted(sstate), exclude=exclude_sstate))
+        return doc, sorted(sstate)
+
+    def update_pathkeys(self, sstate_paths, exclude_sstate):
+        """pathkeys.update_stored(): the journal written whole, then head.json."""
+        return pathkeys.update_stored(self.storage, sstate_paths, exclude=exclude_sstate)
 
     def scan(self):
         """gc's groups: an object store keeps no access time, so an object's
@@ -158,28 +127,11 @@ class S3Cache(Cache):
         delete(self.layout, evicted, remove=self.storage.remove)
 
     def write_descriptor(self, producer=None):
-        current = _json(self.storage.get_bytes(desc.NAME)) or {}
-        doc = {
-            "format": desc.FORMAT,
-            "version": desc.VERSION,
-            "generated": utc_iso(),
-            "hashserv": saved_config(self.layout).get("hashserv") or current.get("hashserv") or
-            [tcp_address(socket.getfqdn(), DEFAULT_HASHSERV_PORT)],
-            "sstate": "sstate-cache",
-            "downloads": "downloads",
-            "nativelsbstrings": sorted({rel.split("/", 1)[0] for rel in self.listing("sstate-cache")
-                                        if "/" in rel and len(rel.split("/", 1)[0]) > 2}),
-            "producer": producer if producer is not None else current.get("producer", {}),
-        }
-        self.storage.put_bytes(desc.NAME, desc.dumps(doc).encode(), "application/json")
+        doc = descriptor_document(self.layout, self.read_json(desc.NAME) or {}, sorted(
+            {rel.split("/", 1)[0] for rel in self.listing("sstate-cache")
+             if "/" in rel and len(rel.split("/", 1)[0]) > 2}), producer)
+        self.put_bytes(desc.NAME, desc.dumps(doc).encode())
         return doc
-
-
-def _json(data):
-    try:
-        return json.loads(data) if data is not None else None
-    except ValueError:
-        return None
 
 
 def is_s3(location):

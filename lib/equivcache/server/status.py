@@ -5,7 +5,7 @@
 import json
 import sys
 
-from equivcache import descriptor as desc, names, probe
+from equivcache import descriptor as desc, probe
 from equivcache.formatting import duration, human
 from equivcache.server.dashboard import summarize
 from equivcache.server.history import open_history
@@ -29,12 +29,12 @@ def gc_bound(settings, held):
 
 
 def cache_state(cache):
-    """What the dashboard shows of the cache: its objects and their size (in
-    sstate-cache/ and siginfo/), and gc's bound."""
+    """What the dashboard shows of the cache: its objects and their size with
+    their signature files (gc's groups, as status counts them), and gc's bound."""
     bound = saved_config(cache.layout).get("gc") or {}
-    sstate, siginfo = cache.listing("sstate-cache"), cache.listing("siginfo")
-    objects = sum(1 for rel in sstate if (names.parse_sstate_name(rel) or (0, 0, 0, ""))[3] == "object")
-    return {"objects": objects, "bytes": sum(sstate.values()) + sum(siginfo.values()),
+    objects, alone = cache.scan()
+    return {"objects": sum(1 for g in objects.values() if g.unihash),
+            "bytes": sum(g.size for g in list(objects.values()) + alone),
             "max_size": bound.get("max_size"), "older_than": bound.get("older_than")}
 
 

@@ -31,7 +31,6 @@ import urllib.parse
 
 from equivcache import names
 from equivcache.reportsend import LIMIT as REPORT_LIMIT, PATH as REPORTS
-from equivcache.server import dashboard
 from equivcache.uploadapi import PREFIX, SHA256_HEADER
 from equivcache.server.cache import AREAS, Refused
 from equivcache.server.mirrorhttp import MirrorHandler, MirrorServer
@@ -114,7 +113,7 @@ class CacheHandler(MirrorHandler):
         name = urllib.parse.urlsplit(self.path).path.lstrip("/")
         if found is None and name in getattr(self.server.cache, "proxied", ()):
             # A cache in a bucket: its descriptor, for publish --to (consumers read the bucket).
-            data = self.server.cache.storage.get_bytes(name)
+            data = self.server.cache.read_bytes(name)
             found = (200, "application/json", data) if data is not None else None
         if found is None:
             self.send_file(body=True)
@@ -142,7 +141,7 @@ class CacheHandler(MirrorHandler):
             if length > REPORT_LIMIT:
                 raise Refused(413, "a build report of %d bytes: at most %d" % (length, REPORT_LIMIT))
             status, doc = 201, self.server.dashboard.receive(self.rfile.read(length))
-        except (Refused, dashboard.Refused) as e:
+        except Refused as e:
             logger.warning("build report refused (%d) from %s: %s", e.status, self.address_string(), e)
             self.close_connection = True
             status, doc = e.status, {"error": str(e)}
