@@ -18,6 +18,7 @@ import bb.siggen  # noqa: E402
 from equivcache import names  # noqa: E402
 from equivcache.catalog import build as build_index  # noqa: E402
 from equivcache.doctor import analysis as doctor  # noqa: E402
+from equivcache.doctor import values  # noqa: E402
 
 
 def sigdata(task, varvals, deps=None, files=(), taskhash=None, unihash=None):
@@ -159,11 +160,17 @@ def test_unihash_only(tmp_path):
     ("a b c", "a b c d", "(yours adds d)"),
     ("a b c", "a c", "(yours removes b)"),
     ("a b", "a x", "(yours adds x and removes b)"),
+    # bb.utils.contains/filter: bitbake records "VAR{item} = Set|Unset" in the value that tests it.
+    ("${@bb.utils.filter('DISTRO_FEATURES', 'pam', d)}\nDISTRO_FEATURES{pam} = Unset",
+     "${@bb.utils.filter('DISTRO_FEATURES', 'pam', d)}\nDISTRO_FEATURES{pam} = Set",
+     "(DISTRO_FEATURES contains \"pam\" in yours, not in the mirror's)"),
+    ("a\nX{y z} = Set", "a b\nX{y z} = Unset", "(yours adds b; X contains \"y z\" in the mirror's, not in yours)"),
+    ("a\nX{y} = Set", "a", "(only the mirror's tests whether X contains \"y\")"),
     ("0", "1", '(yours "1", the mirror\'s "0")'),
     (None, "1", '(yours sets it to "1", the mirror\'s does not depend on it)'),
 ])
 def test_describe_values(mirror, local, text):
-    assert doctor.describe_values(mirror, local) == text
+    assert values.describe_values(mirror, local) == text
 
 
 def test_batched_sigdata_loader(tmp_path, monkeypatch):

@@ -15,6 +15,8 @@
 import re
 from dataclasses import dataclass, field
 
+from equivcache.doctor.values import describe_values, word_changes
+
 FORMAT = "equivcache-doctor"
 VERSION = 1
 
@@ -85,40 +87,6 @@ class Cause:
         if self.kind == "unexplained":
             return "%s differs in a way bitbake's comparison does not name" % self.name
         return "%s %s" % (self.kind, self.name)
-
-
-def describe_values(mirror, local):
-    """How a variable's value here differs from the mirror's, in words."""
-    if mirror is None:
-        return "(yours sets it to %s, the mirror's does not depend on it)" % quote(local)
-    if local is None:
-        return "(the mirror's is %s, yours does not depend on it)" % quote(mirror)
-    mwords, lwords = str(mirror).split(), str(local).split()
-    if len(mwords) > 1 or len(lwords) > 1:
-        added = [w for w in lwords if w not in mwords]
-        removed = [w for w in mwords if w not in lwords]
-        words = []
-        if added:
-            words.append("adds %s" % " ".join(added))
-        if removed:
-            words.append("removes %s" % " ".join(removed))
-        if words:
-            return "(yours %s)" % " and ".join(words)
-        return "(same words, another order)"
-    return "(yours %s, the mirror's %s)" % (quote(local), quote(mirror))
-
-
-def quote(value, limit=60):
-    text = str(value)
-    if len(text) > limit:
-        text = text[:limit - 3] + "..."
-    return '"%s"' % text
-
-
-def word_changes(mirror, local):
-    mwords = str(mirror or "").split()
-    lwords = str(local or "").split()
-    return [w for w in lwords if w not in mwords], [w for w in mwords if w not in lwords]
 
 
 # compare_sigfiles(mirror, local) lines that name a cause; the others
@@ -298,20 +266,7 @@ def analyse(tasks, mirror, fetch, load, compare, max_candidates=8, complete=None
         elif mdata.get("taskhash") == t.data.get("taskhash"):
             roots[t.pnid] = [Cause("unihash", "")]
 
-    # The cost of a root: it and every task that depends on it, directly or not.
-    dependants = {}
-    for t in tasks.values():
-        for dep in t.deps:
-            dependants.setdefault(dep, set()).add(t.pnid)
-
-    merged = {}
-    for pnid in sorted(roots):
-        reach = reachable([pnid], lambda p: dependants.get(p, ()))
-        for c in roots[pnid]:
-            m = merged.setdefault(c.key(), c)
-            m.roots.append(pnid)
-            m.tasks |= reach
-    ranked = sorted(merged.values(), key=lambda c: (-len(c.tasks), c.kind, c.name))
+    ranked = rank(tasks, roots)
     uncovered_ids = {t.pnid for t in uncovered}
     return {
         "format": FORMAT,
@@ -323,6 +278,23 @@ def analyse(tasks, mirror, fetch, load, compare, max_candidates=8, complete=None
         "unknown": sorted(t.pnid for t in unknown),
         "causes": [cause_doc(c, uncovered_ids) for c in ranked],
     }
+
+
+def rank(tasks, roots):
+    """The causes of roots ({pnid: [Cause]}) merged and ranked by their cost:
+    a root and every task that depends on it, directly or not."""
+    dependants = {}
+    for t in tasks.values():
+        for dep in t.deps:
+            dependants.setdefault(dep, set()).add(t.pnid)
+    merged = {}
+    for pnid in sorted(roots):
+        reach = reachable([pnid], lambda p: dependants.get(p, ()))
+        for c in roots[pnid]:
+            m = merged.setdefault(c.key(), c)
+            m.roots.append(pnid)
+            m.tasks |= reach
+    return sorted(merged.values(), key=lambda c: (-len(c.tasks), c.kind, c.name))
 
 
 def cause_doc(c, uncovered_ids):

@@ -257,16 +257,20 @@ def main(argv=None):
     return run(PROG, diagnose, args)
 
 
-def diagnose(args):
-    builddir = os.path.abspath(args.builddir or os.environ.get("BUILDDIR") or os.getcwd())
-    if not os.path.isfile(os.path.join(builddir, "conf", "bblayers.conf")):
-        raise UsageError("%s is not a build directory (no conf/bblayers.conf); run it in one, or pass "
-                         "--builddir" % builddir)
-    bitbake = find_bitbake(args.bitbake)
-    sys.path.insert(0, os.path.join(bitbake, "lib"))
-    os.environ["PATH"] = os.path.join(bitbake, "bin") + os.pathsep + os.environ.get("PATH", "")
-    os.chdir(builddir)
+class Phases:
+    """The doctor's phases' times: phase(name) ends the phase called name."""
 
+    def __init__(self):
+        self.timings, self.start = {}, time.monotonic()
+
+    def __call__(self, name):
+        now = time.monotonic()
+        self.timings[name] = round(now - self.start, 3)
+        self.start = now
+
+
+def signature_readers():
+    """(SigdataLoader, load(path), compare(mirror file, local file)) over bitbake's own signature code."""
     import bb.compress.zstd
     import bb.siggen
 
@@ -277,23 +281,28 @@ def diagnose(args):
         except (OSError, ValueError, EOFError):
             return None
 
-    loader = SigdataLoader(bb.siggen.SetDecoder, load)
+    def compare(mirror_file, local_file):
+        return bb.siggen.compare_sigfiles(mirror_file, local_file)
+    return SigdataLoader(bb.siggen.SetDecoder, load), load, compare
+
+
+def diagnose(args):
+    builddir = os.path.abspath(args.builddir or os.environ.get("BUILDDIR") or os.getcwd())
+    if not os.path.isfile(os.path.join(builddir, "conf", "bblayers.conf")):
+        raise UsageError("%s is not a build directory (no conf/bblayers.conf); run it in one, or pass "
+                         "--builddir" % builddir)
+    bitbake = find_bitbake(args.bitbake)
+    sys.path.insert(0, os.path.join(bitbake, "lib"))
+    os.environ["PATH"] = os.path.join(bitbake, "bin") + os.pathsep + os.environ.get("PATH", "")
+    os.chdir(builddir)
+
+    loader, load, compare = signature_readers()
     fetched = {}
 
     def load_cached(path):
         return fetched[path] if path in fetched else load(path)
 
-    def compare(mirror_file, local_file):
-        return bb.siggen.compare_sigfiles(mirror_file, local_file)
-
-    timings = {}
-    clock = [time.monotonic()]
-
-    def phase(name):
-        now = time.monotonic()
-        timings[name] = round(now - clock[0], 3)
-        clock[0] = now
-
+    phase = Phases()
     stamps, locations = build_settings(builddir)
     phase("configuration")
     try:
@@ -333,7 +342,7 @@ def diagnose(args):
                 for path in set(written) - before:
                     os.unlink(path)
     phase("clean-up")
-    doc["timings"] = timings
+    doc["timings"] = phase.timings
 
     doc["targets"] = args.targets
     doc["index"] = index_url
