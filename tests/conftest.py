@@ -22,6 +22,13 @@ needs_postgresql = pytest.mark.skipif(postgres_bindir() is None or os.getuid() =
                                       reason="needs Debian's postgresql package, and a user other than root (initdb)")
 
 
+def pytest_configure(config):
+    # An exception raised where nobody can catch it (a coroutine finalised
+    # after its event loop closed, a client left to the garbage collector)
+    # fails the test it surfaces in, rather than printing after the summary.
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnraisableExceptionWarning")
+
+
 def need_bitbake():
     """Put the release tree's bitbake and OE-core libraries on sys.path; a
     missing tree fails the test module (never skips it)."""

@@ -150,6 +150,18 @@ def server_timeout(data):
 
 
 
+def cancel_pending(client):
+    """Cancel and await the tasks a sync hashserv client's (or client pool's) event loop still holds."""
+    loop = getattr(client, "loop", None)
+    if loop is None or loop.is_closed():
+        return
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
 class AwayTolerantClients:
     """The part of EquivCacheHash that owns its clients: each gives up on a
     silent server after EQUIVCACHE_SERVER_TIMEOUT, any failure is raised as
@@ -169,6 +181,15 @@ class AwayTolerantClients:
             "equivcache",
             "server-outage",
         )
+
+    def exit(self):
+        """bitbake closes the clients' event loops; what a loop still has
+        pending (a batch query's reader, left by a connection closed
+        mid-answer) is cancelled and awaited first, not left to the garbage
+        collector after its loop is closed."""
+        cancel_pending(getattr(self, "_client", None))
+        cancel_pending(getattr(self, "_client_pool", None))
+        return super().exit()
 
     def get_taskdata(self):
         return (self.equivcache_away, self.equivcache_token, self.equivcache_marker,

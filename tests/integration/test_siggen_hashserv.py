@@ -25,6 +25,7 @@ import oe.sstatesig  # noqa: E402
 
 from equivcache.configcheck import stock_survives_outage  # noqa: E402
 from equivcache.siggen import ServerAway, SignatureGeneratorEquivCacheHash  # noqa: E402
+from equivcache.hashclient import cancel_pending  # noqa: E402
 
 METHOD = "oe.sstatesig.OEOuthashBasic"
 
@@ -313,6 +314,8 @@ def test_connection_closed_mid_answer(server, tmp_path, warnings_seen):
         else:
             with pytest.raises(ConnectionError):
                 stock.get_unihashes(tids)
+        for client in (stock._client, getattr(stock, "_client_pool", None)):
+            cancel_pending(client)   # what stock's exit() would leave pending after the cut
         stock.exit()
 
         handler = SignatureGeneratorEquivCacheHash(datastore(relay.address, tmp_path / "ours"))
