@@ -2,6 +2,8 @@
 #
 # Formatting for people and documents: sizes, durations and UTC times.
 
+import re
+
 from datetime import datetime, timezone
 
 
@@ -29,3 +31,14 @@ def duration(seconds):
     if minutes < 60:
         return "%d min" % minutes
     return "%d h %02d min" % divmod(minutes, 60)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text):
+    """Bytes of "500G", "1.5T", "800MiB", "1024" (powers of 1024): what human() writes, read back."""
+    m = _SIZE.match(text or "")
+    if not m:
+        raise ValueError("%r is not a size (e.g. 500G, 1.5T, 800M)" % text)
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))

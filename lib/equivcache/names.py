@@ -79,6 +79,11 @@ def nativelsbstrings(sstate_dir):
     return found
 
 
+def nativelsbstrings_of(paths):
+    """nativelsbstrings() of the paths of an sstate directory's files."""
+    return sorted({p.split("/", 1)[0] for p in paths if "/" in p and len(p.split("/", 1)[0]) > 2})
+
+
 # A task's signature data in STAMPS_DIR, as bitbake's dump_sigtask() names it:
 # STAMPS_DIR/MULTIMACH_TARGET_SYS/PN/[PE_]PV-PR.do_TASK.sigdata.UNIHASH
 _SIGDATA = re.compile(r"^.+\.(do_[^.]+)\.sigdata\.([0-9a-f]{8,})$")

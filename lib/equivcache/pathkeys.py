@@ -110,7 +110,7 @@ def journal_name(generation):
     return "journal-%s.bin" % generation
 
 
-# ---- writing (equivcache-server publish, gc) ----
+# ---- writing (equivcache-server publish, gc: server/store/cache.py) ----
 
 def read_local(index_dir):
     """(head, journal bytes) of the index in index_dir, or (None, b"") if it
@@ -135,67 +135,33 @@ def read_with(get):
     return head, journal
 
 
-def update(sstate_dir, index_dir, directory="sstate-cache", exclude=()):
-    """Bring the index in index_dir up to date with sstate_dir, leaving out
-    the paths in exclude (gc's, about to be removed). Returns (entries,
-    added, new_generation). Callers serialise (publish's lock)."""
-    current = {key(p) for p in listed_files(sstate_dir) if p not in exclude}
-    head, journal = read_local(index_dir)
-    known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
-    os.makedirs(index_dir, exist_ok=True)
-    if head is not None and known <= current and head.get("directory") == directory:
-        added = sorted(current - known)
-        if added:
-            path = os.path.join(index_dir, head["journal"])
-            with open(path, "r+b") as f:
-                # Past what head.json counts: an interrupted append is overwritten.
-                f.seek(head["entries"] * KEY_SIZE)
-                f.write(b"".join(added))
-                f.truncate()
-                f.flush()
-                os.fsync(f.fileno())
-            head = dict(head, entries=head["entries"] + len(added))
-            files.write_json(os.path.join(index_dir, HEAD), head)
-        return head["entries"], len(added), False
-    generation = secrets.token_hex(8)
-    ordered = sorted(current)
-    files.write_atomic(os.path.join(index_dir, journal_name(generation)), b"".join(ordered))
-    previous = head["journal"] if head else None
-    files.write_json(os.path.join(index_dir, HEAD), {
-        "format": FORMAT, "version": VERSION, "directory": directory, "generation": generation,
-        "journal": journal_name(generation), "entries": len(ordered)})
-    for name in os.listdir(index_dir):
-        if name.startswith("journal-") and name not in (journal_name(generation), previous):
-            os.unlink(os.path.join(index_dir, name))
-    return len(ordered), len(current - known), True
-
-
-def update_stored(storage, paths, directory="sstate-cache", exclude=()):
-    """update() for a cache in an object store (server/s3storage.py), where
-    nothing is appended in place: paths are those of directory's files; the
-    journal is written whole (the keys it had, then the new ones: a reader's
-    copy of its start stays valid and its range request gets the rest), then
-    head.json. Returns (entries, added, new_generation)."""
+def update(storage, paths, directory="sstate-cache", exclude=()):
+    """Bring the index in storage's sstate-index/ up to date with paths,
+    those of directory's files, leaving out the paths in exclude (gc's,
+    about to be removed). storage: the cache's (server/store/storage.py:
+    get_bytes, put_bytes, append, files, remove). Returns (entries, added,
+    new_generation). Callers serialise (publish's lock)."""
     current = {key(p) for p in paths if p not in exclude}
     head, journal = read_with(lambda name: storage.get_bytes(DIRECTORY + "/" + name))
     known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
     if head is not None and known <= current and head.get("directory") == directory:
         added = sorted(current - known)
         if added:
-            storage.put_bytes(DIRECTORY + "/" + head["journal"], journal + b"".join(added))
+            # Past what head.json counts: an interrupted append is overwritten.
+            storage.append(DIRECTORY + "/" + head["journal"], journal + b"".join(added), len(journal))
             head = dict(head, entries=head["entries"] + len(added))
-            storage.put_bytes(DIRECTORY + "/" + HEAD, json.dumps(head, sort_keys=True).encode(), "application/json")
+            storage.put_bytes(DIRECTORY + "/" + HEAD, files.json_bytes(head))
         return head["entries"], len(added), False
     generation = secrets.token_hex(8)
     ordered = sorted(current)
     storage.put_bytes(DIRECTORY + "/" + journal_name(generation), b"".join(ordered))
     previous = head["journal"] if head else None
-    storage.put_bytes(DIRECTORY + "/" + HEAD, json.dumps({
+    storage.put_bytes(DIRECTORY + "/" + HEAD, files.json_bytes({
         "format": FORMAT, "version": VERSION, "directory": directory, "generation": generation,
-        "journal": journal_name(generation), "entries": len(ordered)}, sort_keys=True).encode(), "application/json")
-    for name, _, _ in list(storage.files(DIRECTORY)):
-        if name.startswith("journal-") and name not in (journal_name(generation), previous):
-            storage.remove(DIRECTORY + "/" + name)
+        "journal": journal_name(generation), "entries": len(ordered)}))
+    for stored in storage.files(DIRECTORY):
+        if stored.rel.startswith("journal-") and stored.rel not in (journal_name(generation), previous):
+            storage.remove(DIRECTORY + "/" + stored.rel)
     return len(ordered), len(current - known), True
 
 

@@ -26,8 +26,8 @@ from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, buildstats_ta
 need_bitbake()
 
 from equivcache import durations, report, reportsend  # noqa: E402
-from equivcache.server.history import History  # noqa: E402
-from equivcache.server.layout import Layout  # noqa: E402
+from equivcache.server.store.history import History  # noqa: E402
+from equivcache.server.store.layout import Layout  # noqa: E402
 from test_server import h, make_producer  # noqa: E402
 
 SCHEMAS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

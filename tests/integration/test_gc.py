@@ -24,7 +24,7 @@ from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, wait_for
 need_bitbake()
 
 from equivcache import pathkeys  # noqa: E402
-from equivcache.server.endpoints import socket_alive  # noqa: E402
+from equivcache.server.hashequiv.processes import socket_alive  # noqa: E402
 from test_server import entries, make_producer, rows, run  # noqa: E402
 
 DAY = 86400

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from equivcache.server.mirrorhttp import MirrorServer, parse_range
+from equivcache.server.http.mirror import MirrorServer, parse_range
 
 OBJ = "sstate-cache/ad/72/sstate:a::1.0:r0::12:ad72_populate_sysroot.tar.zst"
 

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from equivcache import pathkeys
+from equivcache.server.store.local import update_sstate_index
 from oeqa.utils.equivcache import HttpMirror
 
 NAMES = ["universal/ab/cd/sstate:a::1:r0::3:%s_populate_lic.tar.zst" % ("0" * 64),
@@ -26,7 +27,7 @@ def add(cache, *names):
 
 
 def update(cache):
-    return pathkeys.update(os.path.join(cache, "sstate-cache"), os.path.join(cache, pathkeys.DIRECTORY))
+    return update_sstate_index(cache)
 
 
 def has(fetched, name):

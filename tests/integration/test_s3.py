@@ -113,11 +113,12 @@ def test_multipart_whole_or_nothing(rgw):
 
 
 def test_s3_storage(rgw, tmp_path, monkeypatch):
-    """The cache's S3 storage on the real gateway: the methods LocalStorage has, whole files or nothing."""
+    """The cache's S3 storage on the real gateway: the storage protocol LocalStorage implements too, whole
+    files or nothing."""
     import io
     import hashlib
-    from equivcache.server import s3storage
-    from equivcache.server.cache import Refused
+    from equivcache.server.store import s3 as s3storage
+    from equivcache.server.store.storage import Refused
 
     s3 = rgw.client()
     s3.create_bucket(Bucket="storage")
@@ -160,12 +161,20 @@ def test_s3_storage(rgw, tmp_path, monkeypatch):
     assert storage.put_stream("sstate-cache/ab/up", io.BytesIO(body), len(body), digest, 1000) is False
     assert storage.put_stream("sstate-cache/ab/up", io.BytesIO(body), len(body), digest, 1000) is True
 
-    storage.put_bytes("index.json", b"{}", "application/json")
+    storage.put_bytes("index.json", b"{}")
     assert storage.get_bytes("index.json") == b"{}"
-    assert sorted((rel, size) for rel, size, _ in storage.files("sstate-cache")) == [
-        ("ab/small", 6), ("ab/up", len(body))]
+    assert s3.head_object(Bucket="storage", Key="teams/a/index.json")["ContentType"] == "application/json"
+    # An append is the whole file written again: a reader's copy of its start stays valid.
+    storage.put_bytes("sstate-index/journal", b"12345678")
+    storage.append("sstate-index/journal", b"12345678abcdefgh", 8)
+    assert storage.get_bytes("sstate-index/journal") == b"12345678abcdefgh"
+    listed = storage.files("sstate-cache")
+    assert sorted((f.rel, f.size) for f in listed) == [("ab/small", 6), ("ab/up", len(body))]
+    assert all(f.used == f.written for f in listed)   # no access time in an object store
+    assert storage.sizes(["sstate-cache/ab/up", "sstate-cache/ab/none"]) == {
+        "sstate-cache/ab/up": len(body), "sstate-cache/ab/none": None}
     storage.remove("sstate-cache/ab/small")
-    assert [rel for rel, _, _ in storage.files("sstate-cache")] == ["ab/up"]
+    assert [f.rel for f in storage.files("sstate-cache")] == ["ab/up"]
     for bad in ("http://x/y", "s3://", "s3://bkt/a/../c", "s3://bkt/a//c", "s3://Bucket/x"):
         with pytest.raises(ValueError):
             s3storage.parse_url(bad)

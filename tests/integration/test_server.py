@@ -103,6 +103,9 @@ def test_serve_status_and_clean_stop(served, tmp_path):
     assert not os.path.exists(os.path.join(served.cache_dir, "server", "state.json"))
     with open(os.path.join(served.cache_dir, "server", "serve.log")) as f:
         assert "stopping" in f.read()
+    with open(served.log.name) as f:   # all serve printed: its own bitbake-hashserv came up quietly
+        printed = f.read()
+    assert "serving" in printed and "Error talking to server" not in printed, printed
     assert run("status", served.cache_dir).returncode == 3
 
 
@@ -318,12 +321,13 @@ def test_nginx_site_serves_the_mirror(tmp_path):
 
         # The sstate index through nginx: fetched, then caught up with a byte range.
         from equivcache import pathkeys
-        sstate, index_dir = str(cache_dir / "sstate-cache"), str(cache_dir / "sstate-index")
-        pathkeys.update(sstate, index_dir)
+        from equivcache.server.store.local import update_sstate_index
+        index_dir = str(cache_dir / "sstate-index")
+        update_sstate_index(str(cache_dir))
         root, client = "http://127.0.0.1:%d/sstate-cache" % port, str(tmp_path / "client")
         assert pathkeys.load(root, client, 2).requests == 2
         (cache_dir / "sstate-cache" / "ad" / "72" / "new").write_bytes(b"n")
-        pathkeys.update(sstate, index_dir)
+        update_sstate_index(str(cache_dir))
         caught_up = pathkeys.load(root, client, 2)
         assert caught_up.requests == 2 and pathkeys.key_int("ad/72/new") in set(caught_up.keys)
         assert caught_up.received == os.path.getsize(os.path.join(index_dir, "head.json")) + pathkeys.KEY_SIZE

@@ -2,8 +2,8 @@
 #
 # The cache's files: sstate and signature names (names.py), the object index
 # (catalog.py), atomic writes (files.py), and what publish reads of a producer
-# (server/publish.py): what a mirror copies from DL_DIR, the build
-# configuration in a cooker log.
+# (server/store/local.py, server/producer/build.py): what a mirror copies from
+# DL_DIR, the build configuration in a cooker log.
 
 import json
 import os
@@ -13,7 +13,8 @@ import pytest
 from equivcache import files
 from equivcache.names import nativelsbstrings, parse_sigdata_name, parse_sstate_name
 from equivcache.catalog import build as build_index
-from equivcache.server import producer, publish
+from equivcache.server.producer import build
+from equivcache.server.store.local import download_files
 
 H = "ad72a9d42a35b1c5dbeee1b2065efbca91dc6b95bb2ea5ed000f89761962869c"
 
@@ -92,7 +93,7 @@ def test_download_files_skip_fetcher_state(tmp_path):
     for name in ("zlib-1.3.1.tar.xz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "git2/github.com.x.y/HEAD",
                  "zlib-1.3.1.tar.xz.done", "zlib-1.3.1.tar.xz.lock", "git2_github.com.x.y.tar.gz", ".hidden"):
         touch(os.path.join(dl, name))
-    assert sorted(rel for rel, _ in producer.download_files(dl)) == [
+    assert sorted(rel for rel, _ in download_files(dl)) == [
         "git2_github.com.x.y.tar.gz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "zlib-1.3.1.tar.xz"]
 
 
@@ -124,19 +125,19 @@ Sstate summary: Wanted 14 Local 0 Mirrors 0 Missed 14 Current 0 (0% match, 0% co
 
 
 def test_parse_build_configuration():
-    values, layers = publish.parse_build_configuration(COOKER_LOG)
+    values, layers = build.parse_build_configuration(COOKER_LOG)
     assert values["MACHINE"] == "qemux86-64" and values["TUNE_FEATURES"] == "m64 core2"
     assert values["NATIVELSBSTRING"] == "debian-12" and values["TARGET_FPU"] == ""
     assert layers == [{"name": "meta", "revision": "scarthgap:0123abcd"},
                       {"name": "meta-poky", "revision": "scarthgap:0123abcd"},
                       {"name": "meta-equivcache", "revision": "main:4567ef01"}]
-    assert publish.parse_build_configuration("no such block\n") == ({}, [])
+    assert build.parse_build_configuration("no such block\n") == ({}, [])
 
 
 def test_parse_build_configuration_without_target_fpu():
     """wrynose's BUILDCFG_VARS has no TARGET_FPU: the layers follow the last variable."""
     log = COOKER_LOG.replace('TARGET_FPU           = ""\n', "").replace('"2.8.1"', '"2.18.0"')
-    values, layers = publish.parse_build_configuration(log)
+    values, layers = build.parse_build_configuration(log)
     assert "TARGET_FPU" not in values and values["TUNE_FEATURES"] == "m64 core2"
     assert values["BB_VERSION"] == "2.18.0"
     assert [layer["name"] for layer in layers] == ["meta", "meta-poky", "meta-equivcache"]
@@ -148,9 +149,9 @@ def test_newest_build_configuration(tmp_path):
     touch(str(old), COOKER_LOG.replace("qemux86-64", "qemuarm").encode())
     touch(str(new), COOKER_LOG.encode())
     os.utime(old, (1, 1))
-    values, layers, path = publish.newest_build_configuration([str(tmp_path / "tmp"), str(tmp_path / "tmp-glibc")])
+    values, layers, path = build.newest_build_configuration([str(tmp_path / "tmp"), str(tmp_path / "tmp-glibc")])
     assert values["MACHINE"] == "qemux86-64" and path == str(new)
-    assert publish.newest_build_configuration([str(tmp_path / "nothing")]) is None
+    assert build.newest_build_configuration([str(tmp_path / "nothing")]) is None
 
 
 def test_write_atomic_leaves_no_temporary(tmp_path):

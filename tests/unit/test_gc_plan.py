@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from equivcache.server.gc import DAY, Group, parse_size, plan
+from equivcache.formatting import parse_size
+from equivcache.server.store.groups import DAY, Group, plan
+from equivcache.server.store.local import LocalStorage
 
 
 @pytest.mark.parametrize("text, size", [("1024", 1024), ("1K", 1024), ("800M", 800 << 20), ("800MiB", 800 << 20),
@@ -53,9 +55,12 @@ def test_protection_of_the_last_publishes():
 
 
 def test_group_times_and_size(tmp_path):
-    path = tmp_path / "f"
+    """A directory's storage lists a file's atime as used and its mtime as written, and a group adds them up."""
+    (tmp_path / "area").mkdir()
+    path = tmp_path / "area" / "f"
     path.write_bytes(b"12345")
     os.utime(path, (NOW, NOW - DAY))
+    (stored,) = LocalStorage(str(tmp_path)).files("area")
     g = Group("u")
-    g.add("f", os.stat(path))
-    assert (g.size, g.used, g.published) == (5, NOW, NOW - DAY)
+    g.add("area/f", stored)
+    assert (stored.rel, g.size, g.used, g.published) == ("f", 5, NOW, NOW - DAY)

@@ -1,15 +1,19 @@
 # SPDX-License-Identifier: MIT
 #
-# The cache server (scripts/equivcache-server): one module per subcommand
-# and one per shared piece.
+# equivcache-server: publish and serve a shared Yocto cache. The packages,
+# lowest first; each imports only those above it in this list (and the
+# layer's pure modules), never one below (tests/unit/test_layering.py):
 #
-#   command.py     the command line: arguments, subcommands, exit statuses
-#   publish.py     publish: a producer's objects, downloads, signatures and
-#                  equivalences into the cache; its index and descriptor
-#   serve.py       serve: the http mirror and both hashserv endpoints
-#   status.py      status: what is up and how big the cache is
-#   layout.py      the cache directory, its private server/ files, the descriptor
-#   database.py    the hash equivalence database: naming, usage, merging
-#   endpoints.py   bitbake-hashserv as a child process, and socket helpers
-#   mirrorhttp.py  the read-only http mirror
-#   prodconfig.py  production configurations: an nginx site, systemd units
+#   hashequiv/   the real bitbake-hashserv as child processes, the cache's
+#                equivalence database (naming, usage, merging, gc's mark and
+#                sweep), producer tokens and their hashserv users
+#   store/       the cache: one Cache over one storage protocol that a
+#                directory and an S3 bucket implement; its private part,
+#                gc's groups and ledger, the dashboard's history
+#   http/        the cache server: the http mirror, the upload endpoint,
+#                the dashboard and its plots, serve() itself
+#   producer/    what runs on a producer: reading a build's configuration,
+#                local publish, the upload client (publish --to)
+#   commands/    a module per subcommand: NAME, HELP, setup_parser(), run()
+#   options.py   what several subcommands take: types, option groups, the cache named
+#   command.py   main(): the command line, built from commands/

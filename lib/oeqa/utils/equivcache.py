@@ -144,13 +144,13 @@ class HashServer:
 
 
 class HttpMirror:
-    """The cache's own read-only http mirror (equivcache.server.mirrorhttp) serving
+    """The cache's own read-only http mirror (equivcache.server.http.mirror) serving
     `directory` on a free loopback port, in a thread. `requests` lists the
     (method, path) of every request it received; `delay` seconds (which can
     be changed while it runs) are added before each answer: a distant mirror."""
 
     def __init__(self, directory, delay=0):
-        from equivcache.server import mirrorhttp
+        from equivcache.server.http import mirror as mirrorhttp
 
         self.requests = []
         self.delay = delay

@@ -21,18 +21,18 @@ from oeqa.utils.equivcache import (CacheServer, CephRGW, PostgreSQL, database_ro
                                    sstate_summary, wait_for, warnings)
 
 from equivcache import names
-from equivcache.server import gc
-from equivcache.server.layout import Layout
+from equivcache.server.commands import gc
+from equivcache.server.store import open_cache
 
 DAY = 86400
 
 
-def age(layout, groups, days):
-    """Make groups (gc.scan's) last used and published `days` ago."""
+def age(cache, groups, days):
+    """Make groups (Cache.scan's) last used and published `days` ago."""
     when = time.time() - days * DAY
     for group in groups:
         for rel in group.files:
-            os.utime(os.path.join(layout.root, rel), (when, when))
+            cache.storage.touch(rel, when)
 
 
 def recipe_of(group):
@@ -247,24 +247,25 @@ class EquivCacheServerTests(ProducerTestCase):
         rebuilds only A's and C's tasks, B (A's dependent, kept) comes from the mirror; the
         equivalences stay for the grace period; SIGKILL at each phase leaves a consistent cache."""
         cache_dir, server, _ = self.publish_and_serve("cache")
-        layout = Layout(cache_dir)
+        cache = open_cache(cache_dir)
+        layout = cache.layout
         a, b, c = CHAIN
-        objects, alone = gc.scan(layout)
+        objects, alone = cache.scan()
         groups = list(objects.values()) + alone
-        age(layout, groups, 10)
-        age(layout, [g for g in objects.values() if recipe_of(g) == a], 20)
+        age(cache, groups, 10)
+        age(cache, [g for g in objects.values() if recipe_of(g) == a], 20)
         rows = database_rows(layout.database)
 
         result = runCmd([SERVER, "gc", "--older-than", "15", cache_dir])
         self.assertRegex(result.output, r"gc: [1-9]\d* of \d+ objects")
-        objects, alone = gc.scan(layout)
+        objects, alone = cache.scan()
         self.assertNotIn(a, {recipe_of(g) for g in objects.values()}, msg=result.output)
         self.assertEqual({b, c}, {recipe_of(g) for g in objects.values()}, msg=result.output)
         c_groups = [g for g in objects.values() if recipe_of(g) == c]
-        age(layout, c_groups, 12)
+        age(cache, c_groups, 12)
         bound = sum(g.size for g in list(objects.values()) + alone) - sum(g.size for g in c_groups)
         result = runCmd([SERVER, "gc", "--max-size", str(bound), cache_dir])
-        objects, _ = gc.scan(layout)
+        objects, _ = cache.scan()
         self.assertEqual({b}, {recipe_of(g) for g in objects.values()}, msg=result.output)
         self.assertIn("equivalences: none removed yet", result.output)
         self.assertEqual(database_rows(layout.database), rows, msg="equivalences went before their grace period")
@@ -293,6 +294,6 @@ class EquivCacheServerTests(ProducerTestCase):
             self.assertEqual(result.status, -9 if phase else 0, msg="%s: %s" % (phase, result.output))
             check = runCmd([SERVER, "check", copy], ignore_status=True)
             self.assertEqual(check.status, 0, msg="after SIGKILL at %s: %s" % (phase, check.output))
-        self.assertEqual(gc.scan(Layout(copy))[0], {})
+        self.assertEqual(open_cache(copy).scan()[0], {})
         self.assertEqual(database_rows(os.path.join(copy, "hashserv.db"))["unihashes_v3"], 0)
         self.assertEqual(database_rows(layout.database), rows, msg="gc of a copy changed the original's database")

@@ -16,6 +16,7 @@ from oeqa.selftest.cases.equivcache_base import DRY_RUN, ProducerTestCase
 from oeqa.utils.equivcache import HashServer, HttpMirror, executed_tasks, free_port, sstate_summary, warnings
 
 from equivcache import pathkeys
+from equivcache.server.store.local import update_sstate_index
 
 INDEX_WARNING = "equivcache: the sstate index "
 
@@ -45,7 +46,7 @@ class EquivCacheSstateCheckTests(ProducerTestCase):
                 shutil.copy(os.path.join(source, rel), os.path.join(root, "sstate-cache", rel))
         os.makedirs(os.path.join(root, "sstate-cache"), exist_ok=True)
         if index:
-            pathkeys.update(os.path.join(root, "sstate-cache"), os.path.join(root, "sstate-index"))
+            update_sstate_index(root)
         return root
 
     def http(self, root):

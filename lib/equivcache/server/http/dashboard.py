@@ -25,8 +25,8 @@ from collections import Counter, defaultdict
 
 from equivcache import report as buildreport
 from equivcache.formatting import duration, human, utc_iso
-from equivcache.server.cache import Refused
-from equivcache.server.history import MAX_ROWS
+from equivcache.server.store.storage import Refused
+from equivcache.server.store.history import MAX_ROWS
 
 logger = logging.getLogger("equivcache.server")
 
@@ -215,7 +215,7 @@ class Dashboard:
             return 200, "application/json", _json({"format": "equivcache-reports", "version": VERSION,
                                                    "reports": [public_report(r) for r in rows][::-1]})
         if path in ("/plots/hit-rate.svg", "/plots/saved.svg"):
-            from equivcache.server import plots
+            from equivcache.server.http import plots
             summary = self.summary()
             draw = plots.hit_rate if path.endswith("hit-rate.svg") else plots.saved
             return 200, "image/svg+xml", draw(summary)

@@ -6,13 +6,32 @@ import json
 import sys
 
 from equivcache import descriptor as desc, probe
+from equivcache.cli import UsageError, find_bitbake
+from equivcache.server import options
 from equivcache.formatting import duration, human
-from equivcache.server.dashboard import summarize
-from equivcache.server.history import open_history
-from equivcache.server.database import database_usage, is_sqlite, show_database, sqlite_usage
-from equivcache.server.endpoints import READ_PERMS, loopback_for, socket_alive
-from equivcache.server.layout import running_state, saved_config, saved_database
-from equivcache.server.producer import download_files
+from equivcache.server.http.dashboard import summarize
+from equivcache.server.store.history import open_history
+from equivcache.server.hashequiv.database import database_usage, is_sqlite, show_database, sqlite_usage
+from equivcache.server.hashequiv.processes import READ_PERMS, loopback_for, socket_alive
+from equivcache.server.store.layout import running_state, saved_config, saved_database
+
+NAME = "status"
+HELP = "say what is up, where, and how big the cache is"
+
+
+def setup_parser(p):
+    p.description = "Exit status 0 if everything is up, 3 if the cache is not being served, 1 if a part is down."
+    options.add_cache(p)
+    options.add_s3(p)
+
+
+def run(args):
+    cache = options.cache_of(args)
+    try:
+        bitbake = find_bitbake(args.bitbake)
+    except UsageError:
+        bitbake = None
+    return status(cache, bitbake)
 
 
 def gc_bound(settings, held):
@@ -26,16 +45,6 @@ def gc_bound(settings, held):
     if settings.get("older_than") is not None:
         parts.append("evicts what is unused for %g days" % settings["older_than"])
     return "; ".join(parts) + "; equivalences kept %g days after their objects" % settings["grace_days"]
-
-
-def cache_state(cache):
-    """What the dashboard shows of the cache: its objects and their size with
-    their signature files (gc's groups, as status counts them), and gc's bound."""
-    bound = saved_config(cache.layout).get("gc") or {}
-    objects, alone = cache.scan()
-    return {"objects": sum(1 for g in objects.values() if g.unihash),
-            "bytes": sum(g.size for g in list(objects.values()) + alone),
-            "max_size": bound.get("max_size"), "older_than": bound.get("older_than")}
 
 
 def dashboard_summary(layout, state):
@@ -108,7 +117,7 @@ def status(cache, bitbake=None, out=sys.stdout):
     usage = None
     if bitbake and writer_up:
         try:
-            usage = database_usage(bitbake, "unix://" + layout.socket, layout.private)
+            usage = database_usage(bitbake, "unix://" + layout.socket)
         except Exception as e:   # a status must say what it can
             lines.append("  database usage unavailable: %s" % e)
     elif is_sqlite(database):
@@ -122,12 +131,8 @@ def status(cache, bitbake=None, out=sys.stdout):
     lines.append("  %-16s %d objects, %s with their signature files" % (
         "sstate-cache", sum(1 for g in objects.values() if g.unihash), human(held)))
     lines.append("  %-16s %s" % ("gc bound", gc_bound(saved_config(layout).get("gc"), held)))
-    files = total = 0
-    for size in (cache.listing("downloads").values() if cache.root != layout.root
-                 else (size for _, size in download_files(layout.downloads))):
-        files += 1
-        total += size
-    lines.append("  %-16s %d files, %s" % ("downloads", files, human(total)))
+    downloads = cache.listing("downloads")
+    lines.append("  %-16s %d files, %s" % ("downloads", len(downloads), human(sum(downloads.values()))))
     doc = cache.read_json(desc.NAME)
     lines.append("  %-16s %s" % ("descriptor", ("generated " + doc.get("generated", "?")) if doc else "none yet"))
     lines.extend(headline(layout, state))

@@ -1,10 +1,23 @@
 # SPDX-License-Identifier: MIT
 #
-# Production configurations for a cache server: an nginx site for the http
-# mirror and systemd units for each part, with equivcache-server serve's
-# safe defaults (read-only mirror of the published names only; anonymous
-# hashserv users may only read; the write endpoint a private unix socket).
-# Pure Python: no bb import.
+# equivcache-server config: production configurations for a cache server,
+# an nginx site for the http mirror and systemd units for each part, with
+# equivcache-server serve's safe defaults (read-only mirror of the published
+# names only; anonymous hashserv users may only read; the write endpoint a
+# private unix socket). Pure Python: no bb import.
+
+import os
+import sys
+
+from equivcache.cli import UsageError, find_bitbake, layer_dir
+from equivcache.server import options
+from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
+from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD
+from equivcache.server.store.layout import Layout, saved_database
+
+NAME = "config"
+HELP = "print production configurations"
+SCRIPT = os.path.join(layer_dir(), "scripts", "equivcache-server")
 
 NGINX = """\
 # nginx site for the meta-equivcache mirror of {cache}
@@ -185,3 +198,43 @@ WantedBy=timers.target
 def systemd_gc(cache, script, python, user, bitbake):
     """A oneshot gc service and the daily timer that starts it."""
     return GC.format(cache=cache, script=script, python=python, user=user, bitbake=bitbake)
+
+
+def setup_parser(p):
+    p.description = ("Print a ready nginx site for the mirror (--nginx) or systemd units for each part with a "
+                     "daily gc timer (--systemd), with serve's safe defaults.")
+    p.epilog = "example: %s config --nginx --public-host cache.example.com /srv/yocto-cache" % options.PROG
+    options.add_cache(p, help="the cache directory")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--nginx", action="store_true", help="an nginx site serving the mirror")
+    what.add_argument("--systemd", action="store_true", help="systemd units for the hashserv endpoints, "
+                      "one for the whole server, and a daily timer for gc")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS", help="address to listen on (default: every one)")
+    p.add_argument("--http-port", type=options.port, default=DEFAULT_HTTP_PORT, help="mirror port")
+    p.add_argument("--hashserv-port", type=options.port, default=DEFAULT_HASHSERV_PORT, help="read endpoint port")
+    p.add_argument("--public-host", default="_", metavar="HOST", help="(nginx) server_name")
+    p.add_argument("--serve-port", "--upload-port", dest="upload_port", type=options.port, metavar="PORT",
+                   help="(nginx) proxy the upload endpoint (/upload/v1/) and the dashboard (/, /plots/, /api/v1/) "
+                   "to equivcache-server serve's http port on 127.0.0.1 (serve --bind 127.0.0.1 --http-port PORT)")
+    p.add_argument("--max-upload-size", type=options.size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
+                   help="(nginx) the largest upload body nginx passes on (default: 8G; as serve's)")
+    p.add_argument("--tls-cert", metavar="FILE", help="(nginx) serve https with this certificate (and --tls-key)")
+    p.add_argument("--tls-key", metavar="FILE", help="(nginx) the certificate's private key")
+    p.add_argument("--user", default="equivcache", help="(systemd) the user the services run as")
+
+
+def run(args, out=sys.stdout):
+    root = os.path.abspath(args.cache_dir)
+    if args.nginx:
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        out.write(nginx(root, args.public_host, args.http_port, args.bind, args.upload_port, args.max_upload_size,
+                        args.tls_cert and os.path.abspath(args.tls_cert), args.tls_key and os.path.abspath(args.tls_key)))
+        return 0
+    bitbake = find_bitbake(args.bitbake)
+    database = saved_database(Layout(root))
+    out.write(systemd(root, bitbake, sys.executable, args.user, args.bind, args.hashserv_port, database))
+    out.write("\n" + systemd_all(root, SCRIPT, sys.executable, args.user, args.bind, args.http_port,
+                                  args.hashserv_port))
+    out.write("\n" + systemd_gc(root, SCRIPT, sys.executable, args.user, bitbake))
+    return 0

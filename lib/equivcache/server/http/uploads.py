@@ -32,9 +32,9 @@ import urllib.parse
 from equivcache import names
 from equivcache.reportsend import LIMIT as REPORT_LIMIT, PATH as REPORTS
 from equivcache.uploadapi import PREFIX, SHA256_HEADER
-from equivcache.server.cache import AREAS, Refused
-from equivcache.server.mirrorhttp import MirrorHandler, MirrorServer
-from equivcache.server.producer import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
+from equivcache.server.store.storage import AREAS, Refused
+from equivcache.server.http.mirror import MirrorHandler, MirrorServer
+from equivcache.server.store.local import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
 
 logger = logging.getLogger("equivcache.uploads")
 
@@ -111,7 +111,7 @@ class CacheHandler(MirrorHandler):
     def do_GET(self):
         found = self.server.dashboard.get(self.path) if self.server.dashboard else None
         name = urllib.parse.urlsplit(self.path).path.lstrip("/")
-        if found is None and name in getattr(self.server.cache, "proxied", ()):
+        if found is None and name in self.server.cache.proxied:
             # A cache in a bucket: its descriptor, for publish --to (consumers read the bucket).
             data = self.server.cache.read_bytes(name)
             found = (200, "application/json", data) if data is not None else None

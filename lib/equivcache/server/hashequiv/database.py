@@ -2,14 +2,17 @@
 #
 # The cache's hash equivalence database (SQLite in the cache directory, or
 # PostgreSQL through hashserv's SQLAlchemy backend): how to name it, how big
-# it is, and merging a producer's database into it through a write endpoint.
+# it is, merging a producer's database into it through a write endpoint, and
+# gc's mark and sweep of its equivalences.
 
+import asyncio
 import contextlib
 import os
+import secrets
 import sqlite3
 
 from equivcache.cli import Progress, UsageError
-from equivcache.server.endpoints import import_hashserv
+from equivcache.server.hashequiv.processes import import_hashserv
 
 
 def is_sqlite(database):
@@ -27,10 +30,15 @@ def show_database(database):
     return scheme + "://" + rest
 
 
-def database_usage(bitbake, address, workdir):
-    hashserv = import_hashserv(bitbake, workdir)
-    with contextlib.closing(hashserv.create_client(address)) as client:
-        return {table: info["rows"] for table, info in client.get_db_usage().items()}
+def database_usage(bitbake, address):
+    """{table: rows} of the database behind a hashserv address."""
+    with contextlib.closing(import_hashserv(bitbake).create_client(address)) as client:
+        return usage(client)
+
+
+def usage(client):
+    """{table: rows} as a hashserv client's get_db_usage() answers."""
+    return {table: info["rows"] for table, info in client.get_db_usage().items()}
 
 
 def sqlite_usage(path):
@@ -102,3 +110,50 @@ def merge_database(client, outhashes, unihashes):
         progress.step()
     progress.close()
     return counts
+
+
+MARK_BATCH = 1000
+MARK_CONNECTIONS = 8
+
+
+def mark_and_sweep(hashserv, address, unihashes, checkpoint=lambda phase, step: None):
+    """hashserv's gc under a mark of its own: mark the rows of `unihashes`
+    (rows reported meanwhile are kept too), then sweep the others in one
+    transaction. Returns (marked rows, swept rows). checkpoint(phase, step)
+    is called before each step ("mark", "sweep"): gc's kill test hook."""
+    return asyncio.run(_mark_and_sweep(hashserv, address, sorted(unihashes), checkpoint))
+
+
+async def _mark_and_sweep(hashserv, address, unihashes, checkpoint):
+    mark = "equivcache-gc-" + secrets.token_hex(8)
+    clients = [await hashserv.create_async_client(address)]
+    try:
+        await clients[0].gc_mark(mark, {})   # starts the mark
+        checkpoint("mark", 1)
+        marked = 0
+        progress = Progress("marking equivalences", len(unihashes))
+        stream = hasattr(clients[0], "gc_mark_stream")   # bitbake 2.12 and later
+        if not stream:   # one request per unihash: several connections at once
+            clients += [await hashserv.create_async_client(address) for _ in range(MARK_CONNECTIONS - 1)]
+
+        async def mark_each(client, pending):
+            count = 0
+            for unihash in pending:
+                count += (await client.gc_mark(mark, {"unihash": unihash}))["count"]
+            return count
+
+        for n, start in enumerate(range(0, len(unihashes), MARK_BATCH)):
+            batch = unihashes[start:start + MARK_BATCH]
+            checkpoint("mark", n + 2)
+            if stream:
+                marked += (await clients[0].gc_mark_stream(mark, ["unihash " + u for u in batch]))["count"]
+            else:
+                pending = iter(batch)
+                marked += sum(await asyncio.gather(*(mark_each(c, pending) for c in clients)))
+            progress.step(len(batch))
+        progress.close()
+        checkpoint("sweep", 1)
+        return marked, (await clients[0].gc_sweep(mark))["count"]
+    finally:
+        for client in clients:
+            await client.close()

@@ -3,22 +3,20 @@
 # What publish reads of a producer's build: its SSTATE_DIR, DL_DIR,
 # STAMPS_DIR, TMPDIR and hash equivalence database as bitbake resolves them
 # (local.conf, site.conf, auto.conf, bitbake-setup's trees: bitbake's own
-# configuration parse, through tinfoil, in a child process), and the files
-# of each that a cache takes. No bb import in this process.
+# configuration parse, through tinfoil, in a child process), the files of
+# each that a cache takes, and the build configuration bitbake printed
+# (the descriptor's "producer"). No bb import in this process.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
-from equivcache import durations, names
+from equivcache import descriptor as desc, durations, names
 from equivcache.cli import Failure, UsageError, layer_dir
 from equivcache.formatting import utc_iso
-
-# Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
-# and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
-DOWNLOAD_SKIP_DIRS = ("git2", "gitsm", "svn", "hg", "bzr", "cvs", "repo", "npm2", "crate", "gomod")
-DOWNLOAD_SKIP_SUFFIXES = (".lock", ".done", ".tmp")
+from equivcache.server.store.local import download_files
 
 VARIABLES = ("TMPDIR", "SSTATE_DIR", "DL_DIR", "STAMPS_DIR", "BUILDSTATS_BASE")
 RESOLVE_TIMEOUT = 300
@@ -38,21 +36,6 @@ with bb.tinfoil.Tinfoil(output=sys.stderr) as tinfoil:
     values["database"] = auto_database_path(tinfoil.config_data)
 sys.stdout.write("EQUIVCACHE-VARIABLES " + json.dumps(values) + "\\n")
 """
-
-
-def download_files(dl_dir):
-    """The files of DL_DIR a mirror serves: (relative path, size)."""
-    for top, dirs, files in os.walk(dl_dir):
-        if top == dl_dir:
-            dirs[:] = [d for d in dirs if d not in DOWNLOAD_SKIP_DIRS]
-        dirs.sort()
-        for name in sorted(files):
-            if name.endswith(DOWNLOAD_SKIP_SUFFIXES) or name.startswith("."):
-                continue
-            path = os.path.join(top, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                continue
-            yield os.path.relpath(path, dl_dir), os.path.getsize(path)
 
 
 def bitbake_variables(bitbake, builddir, variables=VARIABLES):
@@ -163,3 +146,64 @@ def producer_paths(bitbake, builddir, sstate_dir=None, downloads_dir=None, stamp
     else:
         buildstats = [os.path.join(t, "buildstats") for t in tmpdirs]
     return ProducerPaths(sstate_dir, downloads_dir, stamps, hashserv_db, tmpdirs, buildstats)
+
+
+_CONFIG_LINE = re.compile(r'^(\S+)\s*=\s*"(.*)"\s*$')
+_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def parse_build_configuration(text):
+    """The "Build Configuration:" block bitbake prints at the start of a build
+    (and keeps in tmp/log/cooker/MACHINE/*.log): ({VARIABLE: value},
+    [{"name": layer, "revision": "branch:revision"}]). The variables come
+    first (upper-case names, BUILDCFG_VARS: which ones differs between
+    releases), then the layers; several layers on one revision are listed
+    one per line, the value on the last. ({}, []) if absent."""
+    values, layers, pending = {}, [], []
+    lines = text.splitlines()
+    try:
+        start = lines.index("Build Configuration:")
+    except ValueError:
+        return values, layers
+    for line in lines[start + 1:]:
+        line = line.rstrip()
+        if not line.strip():
+            break
+        m = _CONFIG_LINE.match(line)
+        if m and not layers and not pending and _VARIABLE.match(m.group(1)):
+            values[m.group(1)] = m.group(2)
+        elif m:
+            for name in pending + [m.group(1)]:
+                layers.append({"name": name, "revision": m.group(2)})
+            pending = []
+        elif re.match(r"^\S+$", line.strip()):
+            pending.append(line.strip())
+        else:
+            break
+    return values, layers
+
+
+def newest_build_configuration(tmpdirs):
+    """parse_build_configuration() of the newest cooker log of the TMPDIRs
+    of a build, with the log's path; None if none."""
+    logs = []
+    for tmpdir in tmpdirs:
+        cooker = os.path.join(tmpdir, "log", "cooker")
+        for top, _, files in os.walk(cooker):
+            logs.extend(os.path.join(top, f) for f in files if f.endswith(".log"))
+    for path in sorted(logs, key=lambda p: os.path.getmtime(p), reverse=True):
+        with open(path, errors="replace") as f:
+            values, layers = parse_build_configuration(f.read(65536))
+        if values:
+            return values, layers, path
+    return None
+
+
+def producer_of(found):
+    """The descriptor's "producer" from newest_build_configuration()'s answer, or None."""
+    if not found:
+        return None
+    values, layers, _ = found
+    producer = {k: values[k] for k in desc.PRODUCER_KEYS if k in values}
+    producer["layers"] = layers
+    return producer

@@ -8,6 +8,7 @@
 
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 from equivcache.cli import Failure, UsageError
 
@@ -30,35 +32,63 @@ START_TIMEOUT = 30
 READY_METHOD = "equivcache.ready"
 
 
-def import_hashserv(bitbake, workdir):
-    """bitbake's hashserv module. Importing bb may write its shell parser
-    tables (pyshtables.py) into the current directory, as bitbake does in a
-    build directory: do it in workdir (the cache's private directory)."""
+def import_hashserv(bitbake):
+    """bitbake's hashserv module, from bitbake's lib/. Importing bb builds
+    its shell parser's tables, and where bitbake's directory is not writable
+    writes them as pyshtables.py into the current directory; with a module
+    of that name importable, bitbake builds them in memory and writes
+    nothing. A stand-in is registered for that, not a chdir."""
     lib = os.path.join(bitbake, "lib")
     if lib not in sys.path:
         sys.path.insert(0, lib)
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        import hashserv
-    finally:
-        os.chdir(cwd)
+    if "hashserv" not in sys.modules and importlib.util.find_spec("pyshtables") is None:
+        sys.modules["pyshtables"] = types.ModuleType("pyshtables")
+    import hashserv
     return hashserv
+
+
+def _unix_target(path):
+    """A name connect() takes for the unix socket path: through the
+    directory's descriptor where the path is over AF_UNIX's length limit."""
+    if len(os.fsencode(path)) < 100:
+        return path, None
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | getattr(os, "O_PATH", 0))
+    return "/proc/self/fd/%d/%s" % (fd, os.path.basename(path)), fd
 
 
 def socket_alive(path):
     """True if a server accepts connections on the unix socket path."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(2)
-        cwd = os.getcwd()
+        target, fd = _unix_target(path)
         try:
-            os.chdir(os.path.dirname(path))   # AF_UNIX path length limit
-            s.connect(os.path.basename(path))
+            s.connect(target)
             return True
         except OSError:
             return False
         finally:
-            os.chdir(cwd)
+            if fd is not None:
+                os.close(fd)
+
+
+def listening(address):
+    """True if something accepts connections at a hashserv address (unix://PATH or HOST:PORT)."""
+    if address.startswith("unix://"):
+        return socket_alive(address[len("unix://"):])
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+class _QuietRetries(logging.Filter):
+    """bitbake's client warns at each retry ("Error talking to server"): not
+    worth a line while a server we started is coming up."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Error talking to server")
 
 
 def loopback_for(host):
@@ -123,16 +153,25 @@ class HashServ:
             logger.info("%s: %s", self.name, line)
 
     def wait_ready(self, hashserv, address):
-        """Until the server answers a query: it listens before its tables
-        exist, and on PostgreSQL two servers creating them at once collide."""
+        """Until the server answers a query, quietly: first until it listens,
+        then until a query succeeds (it listens before its tables exist, and
+        on PostgreSQL two servers creating them at once collide)."""
         def ready():
+            if not listening(address):
+                return False
             try:
                 with contextlib.closing(hashserv.create_client(address)) as client:
                     client.get_unihash(READY_METHOD, "0" * 64)
                 return True
-            except Exception:   # refused, not yet listening, tables not yet there
+            except Exception:   # refused, tables not yet there
                 return False
-        self.wait_listening(ready)
+        quiet = _QuietRetries()
+        client_logger = logging.getLogger("hashserv.client")
+        client_logger.addFilter(quiet)
+        try:
+            self.wait_listening(ready)
+        finally:
+            client_logger.removeFilter(quiet)
 
     def wait_listening(self, alive):
         deadline = time.monotonic() + START_TIMEOUT

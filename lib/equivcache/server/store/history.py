@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 
-from equivcache.server.database import is_sqlite
+from equivcache.server.hashequiv.database import is_sqlite
 
 MAX_ROWS = 10000
 MAX_DAYS = 180
@@ -175,3 +175,11 @@ def open_history(layout, config, password=None):
     bounds = config.get("history", {})
     return History(layout, config.get("database") or layout.database, password,
                    bounds.get("max_rows", MAX_ROWS), bounds.get("max_days", MAX_DAYS))
+
+
+def note_history(out, note):
+    """Note a publish or gc run in the dashboard's history: its failure is a line of output, not a failure."""
+    try:
+        note()
+    except Exception as e:   # SQLite or PostgreSQL: what the dashboard misses is not worth a failed publish or gc
+        out.write("the dashboard's history was not updated: %s\n" % e)

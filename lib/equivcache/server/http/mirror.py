@@ -16,7 +16,7 @@ import socket
 import time
 import urllib.parse
 
-from equivcache.server.layout import PUBLIC
+from equivcache.server.store.storage import PUBLIC
 
 logger = logging.getLogger("equivcache.mirror")
 

@@ -1,8 +1,12 @@
 # SPDX-License-Identifier: MIT
 #
 # The files of a cache in an S3-compatible bucket (s3://BUCKET/PREFIX): the
-# second storage beside LocalStorage (cache.py), with the same methods, for
-# caches past one disk. boto3, Debian's python3-boto3 (the AWS SDK: its
+# storage protocol (storage.py) beside LocalStorage (local.py), for caches
+# past one disk. The public files are laid out under PREFIX as in a cache
+# directory, so that consumers read the bucket over plain http(s) as they
+# read a served cache directory (EQUIVCACHE_SERVER = "https://GATEWAY/BUCKET/PREFIX",
+# the bucket readable anonymously); the cache's private part lives in a
+# local state directory (default_state_dir()). boto3, Debian's python3-boto3 (the AWS SDK: its
 # multipart transfers abort what they started on failure, it reads
 # credentials from the standard places, and RGW, MinIO and AWS all speak
 # it). Credentials come from the environment or the AWS config and
@@ -13,19 +17,15 @@
 # An object appears under its name only whole: a PUT is atomic, a multipart
 # upload becomes visible at its completion and is aborted on failure. S3
 # cannot set an object's time: "used" is when it was last published.
-#
-# Used by publish and check of an s3:// cache (s3cache.py); not yet by gc,
-# status or serve.
 
 import functools
-import hashlib
 import os
 import re
 import tempfile
 import urllib.parse
 
 from equivcache.cli import Failure
-from equivcache.server.cache import CHUNK, Refused
+from equivcache.server.store.storage import Storage, Stored, copy_verified
 
 # Objects larger than this go up in parts of this size (boto3's transfer manager).
 MULTIPART = 64 << 20
@@ -48,6 +48,18 @@ def parse_url(url):
     return parts.netloc, prefix
 
 
+def is_s3(location):
+    return location.startswith("s3://")
+
+
+def default_state_dir(url):
+    """Where the private part of the cache at url lives unless told:
+    $XDG_STATE_HOME (~/.local/state)/equivcache/s3/BUCKET/PREFIX."""
+    bucket, prefix = parse_url(url)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "equivcache", "s3", bucket, *(prefix.split("/") if prefix else ()))
+
+
 def _s3_errors(method):
     """An S3 error (refused credentials, an unreachable endpoint, a failed
     upload) as one line naming the cache and the file: a Failure."""
@@ -64,8 +76,11 @@ def _s3_errors(method):
     return wrapped
 
 
-class S3Storage:
+class S3Storage(Storage):
     """The files of a cache under s3://BUCKET/PREFIX (see above)."""
+
+    # An object store answers each PUT in turn's time, not a disk's.
+    uploads = 8
 
     def __init__(self, url, endpoint=None, client=None):
         self.url = url
@@ -83,9 +98,16 @@ class S3Storage:
     def key(self, rel):
         return "%s/%s" % (self.prefix, rel) if self.prefix else rel
 
+    def sizes(self, rels):
+        """One listing per area the paths are in (not a request per file)."""
+        present = {}
+        for area in {rel.split("/", 1)[0] for rel in rels}:
+            present.update({area + "/" + f.rel: f.size for f in self.files(area)})
+        return {rel: present.get(rel) for rel in rels}
+
     @_s3_errors
     def size(self, rel):
-        """The size of a published file, None if absent."""
+        """The size of a published file, None if absent (one HEAD request)."""
         import botocore.exceptions
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.key(rel))["ContentLength"]
@@ -93,9 +115,6 @@ class S3Storage:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-
-    def touch(self, rel, when):
-        """S3 keeps no time but an object's last write: nothing to do."""
 
     @_s3_errors
     def put_file(self, rel, source, when):
@@ -109,18 +128,8 @@ class S3Storage:
         `sha256` (spooled and checked first: nothing is sent to the bucket
         until the whole body is there and right). A file already published
         under rel is kept (True if it was)."""
-        digest = hashlib.sha256()
         with tempfile.TemporaryFile() as spool:
-            left = length
-            while left:
-                block = stream.read(min(CHUNK, left))
-                if not block:
-                    raise Refused(400, "%s: the body ended after %d of %d bytes" % (rel, length - left, length))
-                digest.update(block)
-                spool.write(block)
-                left -= len(block)
-            if digest.hexdigest() != sha256:
-                raise Refused(422, "%s: SHA-256 %s, not the %s announced" % (rel, digest.hexdigest(), sha256))
+            copy_verified(rel, stream, length, sha256, spool)
             if self.size(rel) is not None:
                 return True
             spool.seek(0)
@@ -129,9 +138,14 @@ class S3Storage:
         return False
 
     @_s3_errors
-    def put_bytes(self, rel, data, content_type="application/octet-stream"):
+    def put_bytes(self, rel, data):
         """Replace rel with data in one PUT (atomic: a reader gets the old or the new)."""
-        self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, ContentType=content_type)
+        self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data,
+                               ContentType="application/json" if rel.endswith(".json") else "application/octet-stream")
+
+    def append(self, rel, content, kept):
+        """Nothing is appended in place in an object store: rel written whole."""
+        self.put_bytes(rel, content)
 
     @_s3_errors
     def get_bytes(self, rel):
@@ -150,14 +164,11 @@ class S3Storage:
 
     @_s3_errors
     def files(self, area):
-        """[(path relative to area, size, last written)] of every object under area/, in key order."""
+        """An object's "used" is when it was last written: S3 keeps no access time."""
         start = self.key(area) + "/"
         found = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
             for obj in page.get("Contents", []):
-                found.append((obj["Key"][len(start):], obj["Size"], obj["LastModified"].timestamp()))
+                written = obj["LastModified"].timestamp()
+                found.append(Stored(obj["Key"][len(start):], obj["Size"], written, written))
         return found
-
-    def free_space(self):
-        """A bucket has no free space to ask about: quotas answer with a refused PUT."""
-        return float("inf")

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
-# equivcache-server publish --to URL: a producer publishes its build to a
-# cache served elsewhere. One request asks which files the cache lacks;
+# The upload client (equivcache-server publish --to URL): a producer
+# publishes its build to a cache served elsewhere. One request asks which files the cache lacks;
 # only those are uploaded (each with its size and SHA-256, which the server
 # checks before the file takes its name); the producer's equivalences go to
 # the cache's hash server as the token's hashserv user (@read @report), the
@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -24,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from equivcache import descriptor as desc
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.formatting import human
-from equivcache.server.cache import cache_path, commit_line, producer_of
-from equivcache.server.database import merge_database, read_producer_database
-from equivcache.server.endpoints import import_hashserv
-from equivcache.server.producer import producer_paths
-from equivcache.server.publish import newest_build_configuration, published_unihashes
-from equivcache.server.tokens import read_token_file
+from equivcache.server.hashequiv.database import merge_database, read_producer_database
+from equivcache.server.hashequiv.processes import import_hashserv
+from equivcache.server.hashequiv.tokens import read_token_file
+from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
+from equivcache.server.producer.publish import published_unihashes
+from equivcache.server.store.cache import commit_line
+from equivcache.server.store.storage import cache_path
 from equivcache.uploadapi import PREFIX, SHA256_HEADER, basic_auth
 
 TIMEOUT = 60
@@ -167,8 +167,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
                            hashserv_db or (None if equivalences else "-"), out, buildstats_dirs)
     timed = paths.durations(name)
     outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
-    with tempfile.TemporaryDirectory() as scratch:   # where importing bb may write pyshtables.py
-        hashserv = import_hashserv(bitbake, scratch)
+    hashserv = import_hashserv(bitbake)
     started = time.time()
     with contextlib.closing(Upload(url, name, secret)) as upload:
         descriptor = upload.descriptor()

@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: MIT
+#
+# Local publish (equivcache-server publish --from BUILDDIR CACHE): add a
+# producer build's sstate objects, downloads, task signature data and hash
+# equivalences to a cache this machine writes (a directory, or a bucket),
+# then refresh its indexes and descriptor.
+
+import contextlib
+import sys
+import time
+
+from equivcache.formatting import human
+from equivcache.server.hashequiv.database import merge_database, read_producer_database, unihashes_named, usage
+from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
+from equivcache.server.store.cache import commit_line
+from equivcache.server.store.history import note_history, open_history
+from equivcache.server.store.layout import server_config
+
+
+# The producer a local publish's durations name (a remote one's: its token's name).
+LOCAL_PRODUCER = "local"
+def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashserv_db=None,
+            database=None, db_password=None, out=sys.stdout, stamps_dirs=None, buildstats_dirs=None):
+    """Add a producer build's sstate objects, downloads and equivalences to a local cache."""
+    paths = producer_paths(bitbake, builddir, sstate_dir, downloads_dir, stamps_dirs, hashserv_db, out,
+                           buildstats_dirs)
+    timed = paths.durations(LOCAL_PRODUCER)
+    outhashes, unihashes = read_producer_database(paths.hashserv_db)
+    server_config(cache.layout, database)   # refuses another database before anything is copied
+
+    with cache.lock(out):
+        started = time.time()
+        # Objects first, equivalences after: a consumer that gets a unihash
+        # from the server finds its object on the mirror.
+        sent = [0, 0]
+        for area, files, source, what in paths.files():
+            copied, size, present = cache.add_files(area, files, source, "copying " + what, started)
+            sent[0] += copied
+            sent[1] += size
+            out.write("%s: %d files copied (%s), %d already present, from %s\n"
+                      % (what, copied, human(size), present, source))
+        paths.say_absent(out)
+        paths.say_durations(timed, out)
+
+        with cache.endpoint(bitbake, database, db_password) as (hashserv, address, config):
+            with contextlib.closing(hashserv.create_client(address)) as client:
+                before = usage(client)
+                counts = merge_database(client, outhashes, unihashes)
+                after = usage(client)
+                new_out = after.get("outhashes_v2", 0) - before.get("outhashes_v2", 0)
+                new_uni = after.get("unihashes_v3", 0) - before.get("unihashes_v3", 0)
+                out.write("equivalences: %d output hashes (%d new), %d unihashes (%d new) from %s; %d taken "
+                          "over by an equivalent output the cache already had\n" % (
+                              counts["outhashes"], new_out, counts["unihashes"], new_uni, paths.hashserv_db,
+                              counts["remapped"]))
+                summary = cache.commit(published_unihashes(outhashes, unihashes), started,
+                                       producer_of(newest_build_configuration(paths.tmpdirs)),
+                                       counts["superseded"], lambda batch: unihashes_named(client, batch),
+                                       timed)
+        out.write(commit_line(summary))
+        note_history(out, lambda: open_history(cache.layout, config, db_password).note_publish(
+            LOCAL_PRODUCER, summary["objects"], sent[0], sent[1]))
+    return 0
+
+
+def published_unihashes(outhashes, unihashes):
+    """What a producer's database names: gc's ledger keeps their equivalences."""
+    return set(unihashes.values()) | {r["taskhash"] for r in outhashes}

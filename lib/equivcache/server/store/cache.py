@@ -1,0 +1,251 @@
+# SPDX-License-Identifier: MIT
+#
+# One cache, over one storage: what local publish, remote uploads, gc and
+# check do to a cache, whether its files are in a directory or a bucket
+# (storage.py: the storage is asked, never which one it is).
+#
+#   Cache.lock()        publish, upload commits and gc take turns
+#   Cache.missing()     which of a producer's files the cache lacks
+#   Cache.add_files()   a local producer's files, each written atomically
+#   Cache.receive()     one uploaded file: verified, then given its name
+#   Cache.commit()      once per publish, in the lock: index.json, durations.json,
+#                       the sstate index, gc's ledger, the descriptor
+#   Cache.endpoint()    a write endpoint on the cache's equivalences
+#
+# The order of a commit is what readers rely on: objects first, then
+# index.json and durations.json, then the sstate index (journal, then
+# head.json), then the descriptor. No bb import.
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+
+from concurrent.futures import ThreadPoolExecutor
+
+from equivcache import catalog, descriptor as desc, durations, names, pathkeys
+from equivcache.cli import Progress
+from equivcache.files import json_bytes
+from equivcache.formatting import utc_iso
+from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, import_hashserv, tcp_address,
+                                                   write_endpoint)
+from equivcache.server.store.groups import group_files
+from equivcache.server.store.layout import admin_credentials, saved_config, server_config
+from equivcache.server.store.ledger import note_published
+from equivcache.server.store.storage import Refused, cache_path
+
+
+class Cache:
+    """A cache: where users name it (root: a directory's absolute path, or
+    s3://BUCKET/PREFIX), its storage, and its private part (layout)."""
+
+    def __init__(self, root, storage, layout):
+        self.root, self.storage, self.layout = root, storage, layout
+
+    @property
+    def served_root(self):
+        """The directory serve's http mirror serves: the cache's own, or (a
+        bucket, which consumers read themselves) its state directory, which
+        holds no published name."""
+        return self.storage.local_root or self.layout.root
+
+    @property
+    def proxied(self):
+        """What serve's http port answers from the storage itself: a bucket's
+        descriptor, which publish --to reads to find the hash server."""
+        return () if self.storage.local_root else (desc.NAME,)
+
+    @contextlib.contextmanager
+    def lock(self, out=None):
+        """publish, upload commits and gc, one at a time (server/publish.lock;
+        released if the holder dies)."""
+        with open(self.layout.publish_lock, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if out is not None:
+                    out.write("waiting for the publish or gc under way in %s to finish\n" % self.root)
+                    out.flush()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
+    def endpoint(self, bitbake, database=None, db_password=None, admin=False):
+        """(hashserv module, address, server.json) of a write endpoint on the
+        cache's database: the running server's socket, else a private
+        bitbake-hashserv for the time of the block (with the cache's admin
+        user if asked: a running server has it)."""
+        config = server_config(self.layout, database)
+        hashserv = import_hashserv(bitbake)
+        creds = admin_credentials(self.layout) if admin else None
+        with write_endpoint(self.layout, bitbake, hashserv, config["database"], db_password, creds) as address:
+            yield hashserv, address, config
+
+    def listing(self, area):
+        """{path relative to area: size} of the files the cache holds there."""
+        return {f.rel: f.size for f in self.storage.files(area)}
+
+    def read_bytes(self, name):
+        """A file of the cache (index.json, sstate-index/head.json...), None if absent."""
+        return self.storage.get_bytes(name)
+
+    def read_json(self, name):
+        """A JSON file of the cache (index.json, equivcache.json), None if absent or not JSON."""
+        try:
+            data = self.read_bytes(name)
+            return json.loads(data) if data is not None else None
+        except (OSError, ValueError):
+            return None
+
+    def read_pathkeys(self):
+        """(head, journal) of the sstate index, (None, b"") if none or unusable; and whether head.json exists."""
+        def get(name):
+            return self.read_bytes(pathkeys.DIRECTORY + "/" + name)
+        return pathkeys.read_with(get) + (get(pathkeys.HEAD) is not None,)
+
+    def missing(self, files):
+        """Of (path relative to the cache, size) pairs, the paths the cache
+        lacks or holds with another size."""
+        sizes = self.storage.sizes([rel for rel, _ in files])
+        return [rel for rel, size in files if sizes[rel] != size]
+
+    def add_files(self, area, files, source, what, now=None):
+        """Write (path relative to source, size) files the cache lacks into
+        area, storage.uploads at a time; every file published, written or
+        already there, gets the time of now (gc's "published" and "used").
+        An error stops the publish before its commit. Returns (written,
+        bytes, present)."""
+        now = time.time() if now is None else now
+        sizes = self.storage.sizes([cache_path(area, rel) for rel, _ in files])
+        wanted = []
+        for rel, length in files:
+            if sizes[cache_path(area, rel)] == length:
+                self.storage.touch(cache_path(area, rel), now)
+            else:
+                wanted.append((rel, length))
+        progress = Progress(what, len(wanted))
+        lock = threading.Lock()
+
+        def put(item):
+            self.storage.put_file(cache_path(area, item[0]), os.path.join(source, item[0]), now)
+            with lock:
+                progress.step()
+        if self.storage.uploads > 1:
+            with ThreadPoolExecutor(self.storage.uploads) as pool:
+                for result in [pool.submit(put, item) for item in wanted]:
+                    result.result()
+        else:
+            for item in wanted:
+                put(item)
+        progress.close()
+        return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
+
+    def receive(self, rel, stream, length, sha256, now=None):
+        """One uploaded file (rel checked by the caller): True if the cache had it already."""
+        if length > self.storage.free_space():
+            raise Refused(507, "%s: %d bytes do not fit on the cache's disk" % (rel, length))
+        return self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now)
+
+    def discard_superseded(self, unihashes, named):
+        """Remove the sstate files under those of `unihashes` that no
+        equivalence names (named(list) -> [bool], the database's answer): a
+        producer's objects for outputs the cache already had under another
+        unihash, which no consumer would ask for. Returns the count removed."""
+        candidates = sorted(unihashes)
+        if not candidates:
+            return 0
+        orphans = {u for u, there in zip(candidates, named(candidates)) if not there}
+        removed = 0
+        for rel in list(self.listing("sstate-cache")):
+            parsed = names.parse_sstate_name(rel)
+            if parsed and parsed[2] in orphans:
+                self.storage.remove(cache_path("sstate-cache", rel))
+                removed += 1
+        return removed
+
+    def write_indexes(self, exclude_sstate=(), exclude_signatures=(), after_index=None, new_durations=None):
+        """index.json, durations.json (with new_durations, {(recipe, task,
+        unihash): entry}, it lacked), then the sstate index, of what the
+        cache holds (less what gc is about to remove). Returns (index
+        document, sstate-cache/'s paths, sstate index entries, appended, rewritten)."""
+        sstate = self.listing("sstate-cache")
+        doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
+                                 exclude=exclude_sstate, exclude_signatures=exclude_signatures)
+        self.storage.put_bytes(catalog.NAME, json_bytes(doc))
+        present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
+        self.storage.put_bytes(durations.NAME, json_bytes(durations.document(durations.merged(
+            durations.entries_of(self.read_json(durations.NAME)), new_durations or {}, present))))
+        if after_index is not None:
+            after_index()
+        return (doc, sorted(sstate)) + tuple(pathkeys.update(self.storage, sorted(sstate), exclude=exclude_sstate))
+
+    def write_descriptor(self, producer=None, sstate_paths=None):
+        """Refresh the descriptor: the read endpoint's public address as serve
+        saved it in server.json; the NATIVELSBSTRINGs of sstate_paths (else
+        those it names, or of a listing if it names none); what is not given
+        kept from the current one."""
+        current = self.read_json(desc.NAME) or {}
+        if sstate_paths is None and "nativelsbstrings" in current:
+            native = current["nativelsbstrings"]
+        else:
+            native = names.nativelsbstrings_of(self.listing("sstate-cache") if sstate_paths is None else sstate_paths)
+        doc = {
+            "format": desc.FORMAT,
+            "version": desc.VERSION,
+            "generated": utc_iso(),
+            "hashserv": saved_config(self.layout).get("hashserv") or current.get("hashserv") or
+            [tcp_address(socket.getfqdn(), DEFAULT_HASHSERV_PORT)],
+            "sstate": "sstate-cache",
+            "downloads": "downloads",
+            "nativelsbstrings": native,
+            "producer": producer if producer is not None else current.get("producer", {}),
+        }
+        self.storage.put_bytes(desc.NAME, desc.dumps(doc).encode())
+        return doc
+
+    def scan(self):
+        """gc's groups of the cache's files (groups.group_files)."""
+        return group_files(self.storage.files("sstate-cache"), self.storage.files("siginfo"))
+
+    def state(self):
+        """What the dashboard shows of the cache: its objects and their size with
+        their signature files (gc's groups, as status counts them), and gc's bound."""
+        bound = saved_config(self.layout).get("gc") or {}
+        objects, alone = self.scan()
+        return {"objects": sum(1 for g in objects.values() if g.unihash),
+                "bytes": sum(g.size for g in list(objects.values()) + alone),
+                "max_size": bound.get("max_size"), "older_than": bound.get("older_than")}
+
+    def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None):
+        """What a publish ends with, in the lock: the objects no equivalence
+        names dropped (discard_superseded), the indexes and durations, gc's
+        ledger (the unihashes it brought, and when it started), the descriptor."""
+        discarded = self.discard_superseded(superseded, named) if named else 0
+        doc, sstate_paths, entries, added, rewritten = self.write_indexes(new_durations=new_durations)
+        note_published(self.layout, unihashes, started)
+        descriptor = self.write_descriptor(producer, sstate_paths)
+        return {
+            "objects": sum(1 for o in doc["objects"] if o["path"]),
+            "signatures": len(doc["signatures"]),
+            "sstate_index": entries,
+            "sstate_index_change": "new generation" if rewritten else "%d appended" % added,
+            "hashserv": descriptor["hashserv"],
+            "nativelsbstrings": descriptor["nativelsbstrings"],
+            "discarded": discarded,
+            "durations": sum(1 for o in doc["objects"] if o["path"] and (o["recipe"], o["task"], o["unihash"])
+                             in (new_durations or {})),
+        }
+
+
+def commit_line(summary):
+    """publish's last line, local or remote."""
+    dropped = ("sstate: %d files dropped: their outputs were in the cache under another unihash\n"
+               % summary["discarded"]) if summary.get("discarded") else ""
+    timed = "durations: %d objects' tasks newly timed\n" % summary["durations"] if summary.get("durations") else ""
+    return dropped + timed + "index: %d objects, %d task signatures; sstate index: %d files (%s); descriptor: hashserv %s, " \
+        "nativelsbstrings %s\n" % (summary["objects"], summary["signatures"], summary["sstate_index"],
+                                   summary["sstate_index_change"], ", ".join(summary["hashserv"]),
+                                   " ".join(summary["nativelsbstrings"]) or "none")

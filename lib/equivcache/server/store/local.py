@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: MIT
+#
+# A cache's files in a local directory (the storage protocol, storage.py):
+# what publish writes to CACHE_DIR and serve's http mirror serves. Files
+# appear under their published name only whole: written under a hidden
+# temporary name in the same directory, then renamed (or linked, for
+# uploads: never replacing a published file). "Used" is a file's atime or
+# mtime (publish sets both; the mirror sets atime; under nginx the kernel's
+# relatime does, daily). No bb import.
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+
+from equivcache import pathkeys
+from equivcache.files import write_atomic
+from equivcache.pathkeys import listed_files
+from equivcache.server.store.storage import Refused, Storage, Stored, copy_verified
+
+# Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
+# and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
+DOWNLOAD_SKIP_DIRS = ("git2", "gitsm", "svn", "hg", "bzr", "cvs", "repo", "npm2", "crate", "gomod")
+DOWNLOAD_SKIP_SUFFIXES = (".lock", ".done", ".tmp")
+
+
+def download_files(dl_dir):
+    """The files of a DL_DIR a mirror serves: (relative path, size)."""
+    for top, dirs, files in os.walk(dl_dir):
+        if top == dl_dir:
+            dirs[:] = [d for d in dirs if d not in DOWNLOAD_SKIP_DIRS]
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(DOWNLOAD_SKIP_SUFFIXES) or name.startswith("."):
+                continue
+            path = os.path.join(top, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            yield os.path.relpath(path, dl_dir), os.path.getsize(path)
+
+
+class LocalStorage(Storage):
+    """The files of a cache directory on a local file system."""
+
+    def __init__(self, root):
+        self.root = os.path.realpath(root)
+        self.local_root = self.root
+
+    def path(self, rel):
+        return os.path.join(self.root, *rel.split("/"))
+
+    def sizes(self, rels):
+        found = {}
+        for rel in rels:
+            try:
+                found[rel] = os.path.getsize(self.path(rel))
+            except OSError:
+                found[rel] = None
+        return found
+
+    def files(self, area):
+        top = os.path.join(self.root, area)
+        found = []
+        for rel in listed_files(top):
+            try:
+                st = os.lstat(os.path.join(top, rel))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):   # no symbolic link
+                found.append(Stored(rel, st.st_size, max(st.st_atime, st.st_mtime), st.st_mtime))
+        return found
+
+    def get_bytes(self, rel):
+        try:
+            with open(self.path(rel), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def put_bytes(self, rel, data):
+        path = self.path(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, data)
+
+    def touch(self, rel, when):
+        os.utime(self.path(rel), (when, when))
+
+    def _parent(self, rel):
+        """The directory of rel, created, refused if a symbolic link leads anywhere."""
+        area = os.path.join(self.root, rel.split("/", 1)[0])
+        directory = area
+        for part in rel.split("/")[1:-1]:
+            directory = os.path.join(directory, part)
+            if os.path.islink(directory):
+                raise Refused(400, "%s: %s is a symbolic link" % (rel, os.path.relpath(directory, self.root)))
+        if os.path.islink(area):
+            raise Refused(400, "%s: %s is a symbolic link" % (rel, os.path.basename(area)))
+        os.makedirs(directory, exist_ok=True)
+        if not os.path.realpath(directory).startswith(os.path.realpath(area) + os.sep) and directory != area:
+            raise Refused(400, "%s leads outside %s/" % (rel, os.path.basename(area)))
+        return directory
+
+    def _temporary(self, directory):
+        return os.path.join(directory, ".upload-%s.tmp" % secrets.token_hex(8))
+
+    def put_file(self, rel, source, when):
+        tmp = self._temporary(self._parent(rel))
+        try:
+            shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o644)
+            os.utime(tmp, (when, when))
+            os.replace(tmp, self.path(rel))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def put_stream(self, rel, stream, length, sha256, when):
+        """To a temporary name, checked, synced, then linked under rel."""
+        directory = self._parent(rel)
+        tmp = self._temporary(directory)
+        try:
+            try:
+                with open(tmp, "wb") as f:
+                    copy_verified(rel, stream, length, sha256, f)
+                    os.fsync(f.fileno())
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise Refused(507, "%s: no space left on the cache's disk" % rel)
+                raise
+            os.chmod(tmp, 0o644)
+            os.utime(tmp, (when, when))
+            try:
+                os.link(tmp, self.path(rel))   # never replaces a published file
+            except FileExistsError:
+                return True
+            with contextlib.suppress(OSError):
+                fd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def append(self, rel, content, kept):
+        """In place: past `kept`, an interrupted append is overwritten."""
+        with open(self.path(rel), "r+b") as f:
+            f.seek(kept)
+            f.write(content[kept:])
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self, rel):
+        """Unlink rel, then the directories it leaves empty (below its area)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(rel))
+        parts = rel.split("/")[:-1]
+        while len(parts) > 1:
+            try:
+                os.rmdir(self.path("/".join(parts)))
+            except OSError:
+                break
+            parts.pop()
+
+    def free_space(self):
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+
+def update_sstate_index(root, exclude=()):
+    """pathkeys.update() of the cache directory root's sstate-cache/: the
+    sstate index as publish writes it (for tests and benchmarks that make a
+    cache directory by hand)."""
+    storage = LocalStorage(root)
+    return pathkeys.update(storage, [f.rel for f in storage.files("sstate-cache")], exclude=exclude)
