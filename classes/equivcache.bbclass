@@ -28,7 +28,7 @@ EQUIVCACHE_MODE[doc] = "What equivcache.bbclass does with what it finds: 'warn' 
 parsing recipes, listing every finding)."
 
 EQUIVCACHE_IGNORE ?= ""
-EQUIVCACHE_IGNORE[doc] = "Names of equivcache rules to silence, separated by spaces (see the README for the list)."
+EQUIVCACHE_IGNORE[doc] = "Names of equivcache rules to silence, separated by spaces (the rules reference of the documentation lists them)."
 
 EQUIVCACHE_SERVER ?= ""
 EQUIVCACHE_SERVER[doc] = "The http(s):// URL of a cache server (scripts/equivcache-server). Its descriptor \

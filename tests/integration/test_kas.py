@@ -3,10 +3,10 @@
 # kas (from PyPI, installed by tests/setup), run for real and offline against
 # the release tree POKY_DIR: the shipped kas/equivcache.yml and
 # kas/equivcache-client.yml included from a project file whose repositories
-# are local paths, as the README's examples with their URLs replaced. kas
+# are local paths, as the quick start's examples with their URLs replaced. kas
 # dump shows the handler and the class; kas build of the test chain passes;
 # a consumer's kas build against a cache served on loopback gets everything
-# from the mirror; the README's example, as a newcomer copies it, builds.
+# from the mirror; the quick start's example, as a newcomer copies it, builds.
 
 import os
 import re
@@ -144,20 +144,23 @@ def test_kas_build_and_consumer(tmp_path):
     assert not [t for t in executed_tasks(output) if not t.endswith("_setscene")], output
 
 
+QUICK_START = os.path.join(LAYERDIR, "docs", "user-guide", "quick-start.md")
+
+
 def readme_example(release):
-    """The README's kas example for the release, as a newcomer copies it."""
-    with open(os.path.join(LAYERDIR, "README.md")) as f:
+    """The quick start's kas example for the release (docs/user-guide/quick-start.md), as a newcomer copies it."""
+    with open(QUICK_START) as f:
         readme = f.read()
     m = re.search(r"<!-- kas example: %s -->\n```yaml\n(.*?)```" % release, readme, re.DOTALL)
-    assert m, "no kas example for %s in the README" % release
+    assert m, "no kas example for %s in %s" % (release, QUICK_START)
     with open(os.path.join(LAYERDIR, "kas", "examples", "%s.yml" % release)) as f:
         shipped = f.read()
-    assert m.group(1) in shipped, "the README's %s example is not kas/examples/%s.yml" % (release, release)
+    assert m.group(1) in shipped, "the quick start's %s example is not kas/examples/%s.yml" % (release, release)
     return yaml.safe_load(m.group(1))
 
 
 def test_newcomer_kas_path(tmp_path):
-    """The README's example for this release, its URLs replaced by local paths, builds
+    """The quick start's example for this release, its URLs replaced by local paths, builds
     (the test chain, offline) with meta-equivcache switched on."""
     work = str(tmp_path)
     doc = local_repos(readme_example("wrynose" if WRYNOSE else "scarthgap"), work)

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 #
-# One example configuration per rule: the README shows the message each
-# gives, and test_rules checks that the README still says exactly that.
+# One example configuration per rule: the documentation's rules reference
+# (docs/reference/rules.md) shows the message each gives, generated from
+# these, and test_rules checks that each gives exactly one.
 
 from equivcache.rules import Settings
 
