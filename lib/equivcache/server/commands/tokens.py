@@ -31,42 +31,50 @@ def setup_parser(p):
                 % {"p": options.PROG})
     sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     sub.required = True
-    add = sub.add_parser("add", help="add a token and print its token file's line, once",
-                         description="Add a token named NAME to the cache (created if absent) and print "
-                         "NAME:SECRET, the token file, once on standard output.")
-    add.set_defaults(run=run_add)
-    add.add_argument("name", metavar="NAME", help="the token's name: 1-64 letters, digits, '.', '_' or '-'")
-    options.add_cache(add)
+    add = action(sub, "add", run_add, "add a token and print its token file's line, once",
+                 "Add a token named NAME to the cache (created if absent) and print NAME:SECRET, the token file, "
+                 "once on standard output.", named=True)
     add.add_argument("--role", choices=("producer", "reader"), default="producer",
                      help="producer: upload and report equivalences; reader: read the hash server only "
                      "(default: %(default)s)")
-    options.add_database(add)
-    options.add_s3(add)
-    lst = sub.add_parser("list", help="list the tokens, with their roles and states",
-                         description="List the cache's tokens: name, role, when created, active or revoked.")
-    lst.set_defaults(run=run_list)
-    options.add_cache(lst)
-    options.add_s3(lst)
-    revoke = sub.add_parser("revoke", help="revoke a token and delete its hash server user",
-                            description="Revoke the token NAME: it can no longer upload, and its hash server "
-                            "user is deleted, in a running server at once.")
-    revoke.set_defaults(run=run_revoke)
-    revoke.add_argument("name", metavar="NAME", help="the token's name")
-    options.add_cache(revoke)
-    options.add_database(revoke)
-    options.add_s3(revoke)
+    action(sub, "list", run_list, "list the tokens, with their roles and states",
+           "List the cache's tokens: name, role, when created, active or revoked.")
+    action(sub, "revoke", run_revoke, "revoke a token and delete its hash server user",
+           "Revoke the token NAME: it can no longer upload, and its hash server user is deleted, in a running "
+           "server at once.", named=True)
+
+
+def action(sub, name, run, help, description, named=False):
+    """A token ACTION's parser: [NAME] CACHE_DIR, and the database of those that change its hash server's users."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(run=run)
+    if named:
+        p.add_argument("name", metavar="NAME", help="the token's name: 1-64 letters, digits, '.', '_' or '-'")
+    options.add_cache(p)
+    if named:
+        options.add_database(p)
+    options.add_s3(p)
+    return p
 
 
 def run(args):
     return args.run(args)
 
 
-def run_add(args, out=sys.stdout, err=sys.stderr):
+def as_admin(args, change, create=False):
+    """(cache, change(store, hashserv, address, admin)) on the cache args names, through a write endpoint
+    on its equivalences as its admin user."""
     tokens.check_name(args.name)
-    cache = options.cache_of(args, create=True)
+    cache = options.cache_of(args, create=create)
+    cache.layout.create()
     store = tokens.TokenStore(cache.layout.private)
-    with cache.endpoint(find_bitbake(args.bitbake), args.database, options.db_password(args), admin=True) as (hashserv, address, _):
-        line = tokens.add(store, hashserv, address, admin_credentials(cache.layout), args.name, args.role)
+    bitbake, password = find_bitbake(args.bitbake), options.db_password(args)
+    with cache.endpoint(bitbake, args.database, password, admin=True) as (hashserv, address, _):
+        return cache, change(store, hashserv, address, admin_credentials(cache.layout))
+
+
+def run_add(args, out=sys.stdout, err=sys.stderr):
+    cache, line = as_admin(args, lambda *admin: tokens.add(*admin, args.name, args.role), create=True)
     out.write(line + "\n")
     err.write("token %s (%s) added to %s; the line above is its token file, shown this once (keep it mode 0600): "
               "publish --to URL --token-file FILE\n" % (args.name, args.role, cache.root))
@@ -74,12 +82,7 @@ def run_add(args, out=sys.stdout, err=sys.stderr):
 
 
 def run_revoke(args, out=sys.stdout):
-    tokens.check_name(args.name)
-    cache = options.cache_of(args)
-    cache.layout.create()
-    store = tokens.TokenStore(cache.layout.private)
-    with cache.endpoint(find_bitbake(args.bitbake), args.database, options.db_password(args), admin=True) as (hashserv, address, _):
-        was_active = tokens.revoke(store, hashserv, address, admin_credentials(cache.layout), args.name)
+    _, was_active = as_admin(args, lambda *admin: tokens.revoke(*admin, args.name))
     out.write("token %s %s: it can no longer upload, and its hash server user is deleted\n"
               % (args.name, "revoked" if was_active else "was already revoked"))
     return 0

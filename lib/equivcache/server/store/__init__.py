@@ -45,8 +45,8 @@ def open_cache(location, create=False, state_dir=None, s3_endpoint=None, require
         raise UsageError("%s is not a cache directory (no sstate-cache/; publish a build into it first)" % location)
     if not os.path.isdir(location):
         if not create:
-            raise UsageError("cache directory %s does not exist (equivcache-server serve or publish creates it)"
-                             % location)
+            raise UsageError("cache directory %s does not exist (equivcache-server serve, publish or token add "
+                             "creates it)" % location)
         parent = os.path.dirname(os.path.abspath(location)) or "."
         if not os.path.isdir(parent):
             raise UsageError("cannot create cache directory %s: %s does not exist" % (location, parent))
