@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
 # EQUIVCACHE_REPORT_TO: a build's report, sent to a cache server's
-# dashboard (POST /api/v1/reports, lib/equivcache/server/dashboard.py) by a
+# dashboard (POST /api/v1/reports, lib/equivcache/server/http/dashboard.py) by a
 # process detached from bitbake, so that a slow or absent server never fails
 # or holds the build; its output goes to ${LOG_DIR}/equivcache/report-send.log.
 # What is sent: the report without its per-task list of restored tasks (the

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
 # What a producer and a cache's upload endpoint agree on (the endpoint is
-# lib/equivcache/server/uploads.py): the URL prefix, the header carrying a
+# lib/equivcache/server/http/uploads.py): the URL prefix, the header carrying a
 # file's SHA-256, the token file and HTTP Basic authentication with it.
 # Here, at the top of the package, so that the class (EQUIVCACHE_PUBLISH)
 # can check a token without importing the server. Pure Python: no bb import.
