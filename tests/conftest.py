@@ -13,7 +13,8 @@ import pytest
 LAYERDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(LAYERDIR, "lib"))
 
-from oeqa.utils.equivcache import add_bitbake_to_path, poky_dir, postgres_bindir  # noqa: E402
+from oeqa.utils.equivcache import add_bitbake_to_path, poky_dir  # noqa: E402
+from oeqa.utils.equivcache_services import postgres_bindir  # noqa: E402
 
 POKY_DIR = poky_dir()
 

@@ -21,7 +21,8 @@ import jsonschema
 import pytest
 
 from conftest import need_bitbake, needs_postgresql
-from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, buildstats_task, sigdata
+from oeqa.utils.equivcache import SERVER, CacheServer, buildstats_task, sigdata
+from oeqa.utils.equivcache_services import PostgreSQL
 
 need_bitbake()
 

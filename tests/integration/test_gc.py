@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import need_bitbake, needs_postgresql
-from oeqa.utils.equivcache import SERVER, CacheServer, PostgreSQL, wait_for
+from oeqa.utils.equivcache import SERVER, CacheServer, wait_for
+from oeqa.utils.equivcache_services import PostgreSQL
 
 need_bitbake()
 

@@ -21,7 +21,8 @@ import urllib.request
 import pytest
 
 from conftest import need_bitbake
-from oeqa.utils.equivcache import SERVER, CacheServer, CephRGW
+from oeqa.utils.equivcache import SERVER, CacheServer
+from oeqa.utils.equivcache_services import CephRGW
 
 need_bitbake()
 

@@ -19,7 +19,8 @@ import urllib.request
 import pytest
 
 from conftest import POKY_DIR, need_bitbake, needs_postgresql
-from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, Nginx, PostgreSQL, free_port
+from oeqa.utils.equivcache import SERVER, CacheServer, HashServer, free_port
+from oeqa.utils.equivcache_services import Nginx, PostgreSQL
 
 need_bitbake()
 

@@ -24,7 +24,8 @@ import urllib.parse
 import pytest
 
 from conftest import POKY_DIR, need_bitbake
-from oeqa.utils.equivcache import SERVER, CacheServer, Nginx, free_port, wait_for
+from oeqa.utils.equivcache import SERVER, CacheServer, free_port, wait_for
+from oeqa.utils.equivcache_services import Nginx
 
 need_bitbake()
 

@@ -55,9 +55,6 @@ LONG_MODULES = {
     # What the class reads of a build's configuration for the rules: one
     # gatherer per rule's needs; to be cut with the rules.
     "equivcache/configcheck.py",
-    # The test harness shared by pytest, the selftests and the benchmarks:
-    # one helper per real part (hashserv, nginx, PostgreSQL, Ceph RGW).
-    "oeqa/utils/equivcache.py",
 }
 LONG_FUNCTIONS = {
     # A table of real configurations, each with the rules it must raise: one

@@ -13,7 +13,8 @@ import urllib.request
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import TARGET, ProducerTestCase, fresh_bitbake_server
 from oeqa.utils.commands import get_bb_var, runCmd
-from oeqa.utils.equivcache import DOCTOR, buildstats_durations, chromium, page_figures, wait_for
+from oeqa.utils.equivcache import DOCTOR, buildstats_durations, wait_for
+from oeqa.utils.equivcache_services import chromium, page_figures
 from equivcache.formatting import duration
 from equivcache.report import saved_text
 

@@ -17,8 +17,8 @@ import time
 from oeqa.core.decorator import OETestTag
 from oeqa.selftest.cases.equivcache_base import CHAIN, SERVER, ProducerTestCase, fresh_bitbake_server
 from oeqa.utils.commands import runCmd
-from oeqa.utils.equivcache import (CacheServer, CephRGW, PostgreSQL, database_rows, executed_tasks,
-                                   sstate_summary, wait_for, warnings)
+from oeqa.utils.equivcache import (CacheServer, database_rows, executed_tasks, sstate_summary, wait_for, warnings)
+from oeqa.utils.equivcache_services import CephRGW, PostgreSQL
 
 from equivcache import names
 from equivcache.server.commands import gc
