@@ -4,7 +4,7 @@
 # Sphinx at each build so that they cannot go stale:
 #
 #   equivcache-variables   the class's variables: name, default, [doc] flag
-#   equivcache-rules       the rule registry (lib/equivcache/rules.py), in its
+#   equivcache-rules       the rules (lib/equivcache/rules.py), in the registry's
 #                          order, each rule with the message it gives for an
 #                          example configuration and what fix mode sets
 #   equivcache-schema      a JSON schema of lib/equivcache/schemas/, as a

@@ -17,7 +17,7 @@ import urllib.request
 import bb
 
 from equivcache.cli import layer_dir, spawn_detached
-from equivcache.configcheck import auto_database_path
+from equivcache.autoserver import auto_database_path
 from equivcache.probe import describe_error
 from equivcache.uploadapi import PREFIX, TokenFileError, basic_auth, read_token_file
 

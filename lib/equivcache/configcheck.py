@@ -8,7 +8,6 @@
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -16,12 +15,13 @@ import time
 import urllib.parse
 
 import bb
-import bb.cooker
 import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
 from equivcache import descriptor as desc
-from equivcache import files, knowncaches, probe, rules, sstateusers
+from equivcache import files, knowncaches, probe, rulebase, rules, sstateusers
+from equivcache.autoserver import auto_database, auto_server_started, note_auto_server
+from equivcache.capabilities import database_dir_variable, stock_survives_outage, websockets_usable
 from equivcache.outage import claim_once
 from equivcache.mirrors import parse_mirrors
 
@@ -84,7 +84,7 @@ def handler_info(name):
 def gather(d):
     handler = d.getVar("BB_SIGNATURE_HANDLER") or "noop"
     exists, uses_server = handler_info(handler)
-    settings = rules.Settings(
+    settings = rulebase.Settings(
         sstate_mirrors=d.getVar("SSTATE_MIRRORS") or "",
         hashserve=d.getVar("BB_HASHSERVE") or "",
         upstream=d.getVar("BB_HASHSERVE_UPSTREAM") or "",
@@ -124,46 +124,6 @@ def note_sstate_user(settings):
         sstateusers.note(settings.sstate_dir, settings.topdir, settings.database)
 
 
-def database_dir_variable():
-    """Whether this bitbake reads BB_HASHSERVE_DB_DIR for its auto server (bitbake 2.18, wrynose): ask the
-    code that starts that server."""
-    return "BB_HASHSERVE_DB_DIR" in bb.cooker.BBCooker.handlePRServ.__code__.co_consts
-
-
-def auto_database(d):
-    """The database bitbake's auto hash equivalence server uses, "" if BB_HASHSERVE is not "auto"."""
-    return auto_database_path(d) if d.getVar("BB_HASHSERVE") == "auto" else ""
-
-
-def auto_database_path(d):
-    """Where bitbake's auto hash equivalence server keeps its database, as
-    cooker.handlePRServ computes it (it has replaced BB_HASHSERVE by its
-    socket's address once the server runs); "" if nothing says."""
-    directory = (database_dir_variable() and d.getVar("BB_HASHSERVE_DB_DIR")) or d.getVar("PERSISTENT_DIR") \
-        or d.getVar("CACHE")
-    return os.path.join(directory, "hashserv.db") if directory else ""
-
-
-# bitbake starts the auto server once per bitbake server process, with the
-# configuration of the first parse that has BB_HASHSERVE = "auto", and keeps
-# it while that process lives (cooker.handlePRServ). The class notes those
-# settings beside the server's socket, keyed by the process.
-def auto_server_record(d):
-    return os.path.join(d.getVar("TOPDIR"), "equivcache-hashserve.json")
-
-
-def auto_server_started(d):
-    """What this bitbake server's auto server was started with, if it was."""
-    if d.getVar("BB_HASHSERVE") != "auto" or not d.getVar("TOPDIR"):
-        return None
-    try:
-        with open(auto_server_record(d)) as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("pid") == os.getpid() else None
-
-
 def forget_stale_unihashes(d, stale):
     """bitbake caches each task's unihash in ${PERSISTENT_DIR}/bb_unihashes.dat
     and trusts it while the task hash is the same: what a stale auto server
@@ -187,38 +147,6 @@ def forget_stale_unihashes(d, stale):
         bb.note("equivcache: removed %s, the unihashes a stale hash equivalence server gave" % cache)
 
 
-def note_auto_server(d, settings):
-    """Note what the auto server will be started with, the first time this bitbake server parses with it."""
-    if settings.hashserve != "auto" or settings.auto_server or not settings.topdir:
-        return
-    try:
-        files.write_atomic(auto_server_record(d), json.dumps(
-            {"pid": os.getpid(), "upstream": settings.upstream, "database": settings.database}))
-    except OSError:
-        pass
-
-
-def websockets_usable():
-    """Whether this python has the websockets module that bitbake's ws:// and
-    wss:// client needs: version 10 or newer."""
-    try:
-        version = importlib.metadata.version("websockets")
-    except importlib.metadata.PackageNotFoundError:
-        return importlib.util.find_spec("websockets") is not None   # installed without metadata
-    try:
-        return int(version.split(".")[0]) >= 10
-    except ValueError:
-        return True
-
-
-def stock_survives_outage():
-    """Whether bitbake's own hash equivalence handlers carry on when the
-    server is away. scarthgap's bitbake (2.8) aborts the build; bitbake 2.18
-    (wrynose) catches the connection errors, warns and guesses, in the same
-    rework that removed the handler's client pool: ask for that."""
-    return not hasattr(bb.siggen.SignatureGeneratorUniHashMixIn, "client_pool")
-
-
 def state_dir(d):
     return os.path.join(d.getVar("PERSISTENT_DIR") or d.getVar("TOPDIR"), "equivcache")
 
@@ -235,7 +163,7 @@ def descriptor_locations(d, server, name=desc.NAME):
     if server:
         return [server.rstrip("/") + "/" + name]
     found = []
-    for mirror in rules.real_mirrors(parse_mirrors(d.getVar("SSTATE_MIRRORS"))):
+    for mirror in rulebase.real_mirrors(parse_mirrors(d.getVar("SSTATE_MIRRORS"))):
         if mirror.scheme in ("http", "https", "file"):
             parent = mirror.root.rsplit("/", 1)[0]
             found.append(parent + "/" + name)
@@ -380,8 +308,8 @@ def on_config_parsed(d):
 
     wrap_hashcheck(d)
     mode = d.getVar("EQUIVCACHE_MODE") or "warn"
-    if mode not in rules.MODES:
-        fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rules.MODES)))
+    if mode not in rulebase.MODES:
+        fatal("equivcache: EQUIVCACHE_MODE = \"%s\" is not one of %s." % (mode, ", ".join(rulebase.MODES)))
     ignore = (d.getVar("EQUIVCACHE_IGNORE") or "").split()
     unknown = ["EQUIVCACHE_IGNORE names no rule \"%s\"; the rules are: %s." % (name, " ".join(rules.RULE_NAMES))
                for name in rules.unknown_rules(ignore)]

@@ -23,7 +23,7 @@ import bb.data  # noqa: E402
 import hashserv  # noqa: E402
 import oe.sstatesig  # noqa: E402
 
-from equivcache.configcheck import stock_survives_outage  # noqa: E402
+from equivcache.capabilities import stock_survives_outage  # noqa: E402
 from equivcache.siggen import ServerAway, SignatureGeneratorEquivCacheHash  # noqa: E402
 from equivcache.hashclient import cancel_pending  # noqa: E402
 

@@ -4,7 +4,7 @@
 # (docs/reference/rules.md) shows the message each gives, generated from
 # these, and test_rules checks that each gives exactly one.
 
-from equivcache.rules import Settings
+from equivcache.rulebase import Settings
 
 MIRROR = "file://.* http://cache:8080/sstate-cache/PATH;downloadfilename=PATH"
 DESCRIPTOR = {"hashserv": ["cache:8686"], "nativelsbstrings": ["debian-12"]}

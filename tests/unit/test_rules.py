@@ -2,7 +2,8 @@
 
 import pytest
 
-from equivcache.rules import RULE_NAMES, Settings, evaluate, probes_needed, select, unknown_rules
+from equivcache.rulebase import Settings
+from equivcache.rules import RULE_NAMES, evaluate, probes_needed, select, unknown_rules
 
 HTTP = "file://.* http://127.0.0.1:8888/sstate-cache/PATH;downloadfilename=PATH"
 DESCRIPTOR = {"hashserv": ["127.0.0.1:8686"], "nativelsbstrings": ["debian-12", "universal"]}

@@ -28,7 +28,7 @@ _RESOLVE = """
 import json, sys
 sys.path[:0] = sys.argv[1:3]
 import bb.tinfoil
-from equivcache.configcheck import auto_database_path
+from equivcache.autoserver import auto_database_path
 with bb.tinfoil.Tinfoil(output=sys.stderr) as tinfoil:
     tinfoil.logger.setLevel("WARNING")
     tinfoil.prepare(config_only=True, quiet=2)

@@ -141,7 +141,7 @@ class EquivCacheClassTests(ProducerTestCase):
         SSTATE_DIR). With OEEquivHash, wrynose's sanity.bbclass warns anyway and the class does not repeat
         it. With EquivCacheHash in fix mode, wrynose gets BB_HASHSERVE_DB_DIR = SSTATE_DIR: the database
         shared there gives 100%; scarthgap has no such variable and keeps the warning."""
-        from equivcache.configcheck import database_dir_variable
+        from equivcache.autoserver import database_dir_variable
         shared = os.path.join(os.path.dirname(self.builddir), "ec-shared-sstate")   # outside TOPDIR
         shutil.rmtree(shared, ignore_errors=True)
         shutil.copytree(os.path.join(self.producer, "sstate-cache"), shared, symlinks=True)
@@ -227,7 +227,7 @@ class EquivCacheClassTests(ProducerTestCase):
         broken = equiv + upstream + allow + (
             'SSTATE_MIRRORS = "file://.* file://%s/ file://.* file:///nonexistent/sstate/PATH '
             'file://.* http://%s/sstate-cache/PATH;downloadfilename=PATH"' % (sstate, closed))
-        from equivcache.configcheck import websockets_usable, stock_survives_outage
+        from equivcache.capabilities import websockets_usable, stock_survives_outage
         websockets = websockets_usable()
 
         def natives_miss(summary, output):
