@@ -207,6 +207,29 @@ class EquivCacheClassTests(ProducerTestCase):
         """Each rule, on a real configuration parsed by bitbake, names itself with the values involved
         (a server that accepts connections and never answers included); where its message claims a cost,
         a dry run of the chain against the producer's mirror shows that cost (the audit of issue 15)."""
+        closed, table = self.rule_table()
+        outputs = {}
+        for number, row in enumerate(table):
+            with self.subTest(rule=row[0], row=number):
+                self.check_rule_row(number, row, outputs)
+        self.check_websockets_missing_shown(closed)
+        self.check_rule_silenced_by_name()
+        self.check_handler_without_server()
+
+    def natives_miss(self, summary, output):
+        missed = {"%s:%s" % (t["recipe"], t["task"]) for t in self.build_report(self.row)["misses"]["tasks"]}
+        self.assertTrue({"%s:do_populate_sysroot" % pn for pn in CHAIN} <= missed, msg=output)
+
+    def misses(self, summary, output):
+        self.assertGreater(summary["missed"], 0, msg=output)
+
+    def all_miss(self, summary, output):
+        self.assertEqual((summary["mirror"], summary["missed"]), (0, summary["wanted"]), msg=output)
+
+    def rule_table(self):
+        """(an address where nothing listens, [(rule, configuration, value its message names, the cost a dry
+        run shows or None, bitbake's status)])."""
+        from equivcache.capabilities import stock_survives_outage
         closed = "127.0.0.1:%d" % free_port()
         listener = silent_listener()
         self.addCleanup(listener.close)
@@ -227,86 +250,77 @@ class EquivCacheClassTests(ProducerTestCase):
         broken = equiv + upstream + allow + (
             'SSTATE_MIRRORS = "file://.* file://%s/ file://.* file:///nonexistent/sstate/PATH '
             'file://.* http://%s/sstate-cache/PATH;downloadfilename=PATH"' % (sstate, closed))
-        from equivcache.capabilities import websockets_usable, stock_survives_outage
-        websockets = websockets_usable()
-
-        def natives_miss(summary, output):
-            missed = {"%s:%s" % (t["recipe"], t["task"]) for t in self.build_report(self.row)["misses"]["tasks"]}
-            self.assertTrue({"%s:do_populate_sysroot" % pn for pn in CHAIN} <= missed, msg=output)
-
-        def misses(summary, output):
-            self.assertGreater(summary["missed"], 0, msg=output)
-
-        def all_miss(summary, output):
-            self.assertEqual((summary["mirror"], summary["missed"]), (0, summary["wanted"]), msg=output)
 
         def outage(summary, output):
             if stock_survives_outage():   # wrynose: a warning per task, then guesses saved
                 self.assertGreater(len([w for w in warnings(output) if "hash equivalence" in w.lower()
                                         or closed in w]), 2, msg=output)
-                misses(summary, output)
+                self.misses(summary, output)
             else:   # scarthgap: the first question to the server ends the build, before the mirror check
                 self.assertIsNone(summary, msg=output)
 
-        # (rule, configuration, value its message names, the cost a dry run shows or None, bitbake's status)
-        table = [
+        return closed, [
             ("mirror-without-upstream", equiv + mirror, self.hashserv_address, None, 0),   # test_warn_seed_scenario
             ("upstream-ignored", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n' % empty.address
-             + upstream + mirror, self.hashserv_address, misses, 0),
-            ("upstream-unreachable", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % closed + mirror, closed, misses, 0),
+             + upstream + mirror, self.hashserv_address, self.misses, 0),
+            ("upstream-unreachable", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % closed + mirror, closed, self.misses,
+             0),
             ("server-unreachable", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n' % closed + mirror,
              closed, outage, 0 if stock_survives_outage() else 1),
             ("server-unreachable", 'BB_SIGNATURE_HANDLER = "OEEquivHash"\nBB_HASHSERVE = "%s"\n'
              'EQUIVCACHE_PROBE_TIMEOUT = "1"' % silent, "connected, but no answer within 1 s", None, 0),
             ("server-without-handler", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"\n'
-             'EQUIVCACHE_IGNORE = "mirror-without-equivalence"\n' + mirror, "OEBasicHash", misses, 0),
+             'EQUIVCACHE_IGNORE = "mirror-without-equivalence"\n' + mirror, "OEBasicHash", self.misses, 0),
             ("mirror-without-equivalence", 'BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = ""\n' + mirror,
-             self.hashserv_address, misses, 0),
+             self.hashserv_address, self.misses, 0),
             ("unknown-handler", 'BB_SIGNATURE_HANDLER = "OEEquivHsh"\nBB_HASHSERVE = "auto"\n' + mirror, "OEEquivHsh",
-             all_miss, 1),   # noop: no task hash names the mirror's objects
+             self.all_miss, 1),   # noop: no task hash names the mirror's objects
             ("no-network-mirror", equiv + upstream + 'SSTATE_MIRRORS = "%s"' % self.sstate_mirror, self.mirror.url,
              None, 0),   # test_no_network_mirror_on_http
             ("mirror-syntax", equiv + upstream + 'SSTATE_MIRRORS = "%s file://.*"' % self.sstate_mirror,
              "the last one (file://.*) has no pair", None, 0),
             # Three broken mirrors in one configuration, each named by its rule: none gives an object
             # (the producer's are all below the first one's directory).
-            ("mirror-syntax", broken, "without PATH", all_miss, 0),
+            ("mirror-syntax", broken, "without PATH", self.all_miss, 0),
             ("mirror-missing-dir", broken, "/nonexistent/sstate", None, 0),
             ("mirror-unreachable", broken, closed, None, 0),
             ("websockets-missing", 'BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "ws://%s"' % closed,
              "ws://" + closed, None, 0),
             ("descriptor-server-mismatch", equiv + 'BB_HASHSERVE_UPSTREAM = "%s"\n' % empty.address + mirror,
-             self.hashserv_address, misses, 0),
+             self.hashserv_address, self.misses, 0),
             ("native-lsb-mismatch", equiv.replace("OEEquivHash", "EquivCacheHash") + upstream +   # it reports
-             'SSTATE_MIRRORS = "%s"' % file_mirror, "fedora-40", natives_miss, 0),
+             'SSTATE_MIRRORS = "%s"' % file_mirror, "fedora-40", self.natives_miss, 0),
             ("descriptor", 'EQUIVCACHE_SERVER = "http://%s"' % closed, closed, None, 0),
             (None, equiv + 'SSTATE_MIRRORS = "file://universal/(.*) file://universal-4.9/\\1"', None, None, 0),
         ]
-        outputs = {}
-        for number, (rule, config, value, cost, status) in enumerate(table):
-            with self.subTest(rule=rule, row=number):
-                if cost:   # a consumer of its own: no unihash or database left by another row
-                    self.row = os.path.join(self.workdir, "row-%d" % number)
-                    self.consumer(config, workdir=self.row)
-                    output = self.build(DRY_RUN, expect_status=status)
-                    if status:
-                        self.assertIn("ERROR:", output)
-                    cost(sstate_summary(output), output)
-                elif config in outputs:   # a configuration already run for another rule
-                    output = outputs[config]
-                else:
-                    self.consumer(config)
-                    output = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True).output
-                outputs[config] = output
-                found = [w for w in warnings(output) if w.startswith("equivcache: ")]
-                if rule is None or (rule == "websockets-missing" and websockets):
-                    self.assertEqual(found, [], msg=output)
-                    continue
-                named = [w for w in found if w.startswith("equivcache: [%s] " % rule)]
-                self.assertEqual(len(named), 1, msg="rule %s:\n%s" % (rule, output))
-                self.assertIn(value, named[0], msg=output)
 
-        # websockets-missing, shown: bitbake's python finds a websockets older than 10 first on its path.
+    def check_rule_row(self, number, row, outputs):
+        """One row of rule_table(): the rule names itself once, with its value; its cost, shown by a dry run."""
+        from equivcache.capabilities import websockets_usable
+        rule, config, value, cost, status = row
+        if cost:   # a consumer of its own: no unihash or database left by another row
+            self.row = os.path.join(self.workdir, "row-%d" % number)
+            self.consumer(config, workdir=self.row)
+            output = self.build(DRY_RUN, expect_status=status)
+            if status:
+                self.assertIn("ERROR:", output)
+            cost(sstate_summary(output), output)
+        elif config in outputs:   # a configuration already run for another rule
+            output = outputs[config]
+        else:
+            self.consumer(config)
+            output = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True).output
+        outputs[config] = output
+        found = [w for w in warnings(output) if w.startswith("equivcache: ")]
+        if rule is None or (rule == "websockets-missing" and websockets_usable()):
+            self.assertEqual(found, [], msg=output)
+            return
+        named = [w for w in found if w.startswith("equivcache: [%s] " % rule)]
+        self.assertEqual(len(named), 1, msg="rule %s:\n%s" % (rule, output))
+        self.assertIn(value, named[0], msg=output)
+
+    def check_websockets_missing_shown(self, closed):
+        """websockets-missing, shown: bitbake's python finds a websockets older than 10 first on its path."""
         old = os.path.join(self.workdir, "old-websockets")
         os.makedirs(os.path.join(old, "websockets"), exist_ok=True)
         os.makedirs(os.path.join(old, "websockets-9.1.dist-info"), exist_ok=True)
@@ -322,7 +336,8 @@ class EquivCacheClassTests(ProducerTestCase):
         self.assertEqual(len(found), 1, msg=result.output)
         self.assertIn('BB_HASHSERVE = "ws://%s" needs the Python websockets module (10 or newer)' % closed, found[0])
 
-        # A rule silenced by name says nothing; an unknown name is pointed out.
+    def check_rule_silenced_by_name(self):
+        """A rule silenced by name says nothing; an unknown name is pointed out."""
         self.consumer('BB_SIGNATURE_HANDLER = "OEBasicHash"\nBB_HASHSERVE = "auto"\n'
                       'EQUIVCACHE_IGNORE = "server-without-handler no-such-rule"')
         result = runCmd("bitbake-getvar BB_HASHSERVE", ignore_status=True)
@@ -330,8 +345,9 @@ class EquivCacheClassTests(ProducerTestCase):
         self.assertEqual(len(found), 1, msg=result.output)
         self.assertIn('EQUIVCACHE_IGNORE names no rule "no-such-rule"', found[0], msg=result.output)
 
-        # handler-without-server: bitbake builds the handler before any class
-        # sees the configuration, and OE-core's own check stops the parse.
+    def check_handler_without_server(self):
+        """handler-without-server: bitbake builds the handler before any class
+        sees the configuration, and OE-core's own check stops the parse."""
         self.consumer('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = ""')
         result = runCmd("bitbake -e", ignore_status=True)
         self.assertNotEqual(result.status, 0, msg=result.output)
