@@ -66,22 +66,12 @@ def sstate_files(sstate_dir):
     return _named_files(sstate_dir, parse_sstate_name)
 
 
-def nativelsbstrings(sstate_dir):
-    """The NATIVELSBSTRING directories of an SSTATE_DIR (native objects live under them)."""
-    found = []
-    try:
-        names = sorted(os.listdir(sstate_dir))
-    except FileNotFoundError:
-        return found
-    for name in names:
-        if len(name) > 2 and not name.startswith(".") and os.path.isdir(os.path.join(sstate_dir, name)):
-            found.append(name)
-    return found
-
-
-def nativelsbstrings_of(paths):
-    """nativelsbstrings() of the paths of an sstate directory's files."""
-    return sorted({p.split("/", 1)[0] for p in paths if "/" in p and len(p.split("/", 1)[0]) > 2})
+def nativelsbstrings(paths):
+    """The NATIVELSBSTRING directories (native objects live under them) of
+    the paths of an sstate directory's files: its top directories of more
+    than two characters, hidden ones left out."""
+    tops = {p.split("/", 1)[0] for p in paths if "/" in p}
+    return sorted(t for t in tops if len(t) > 2 and not t.startswith("."))
 
 
 # A task's signature data in STAMPS_DIR, as bitbake's dump_sigtask() names it:

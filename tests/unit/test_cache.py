@@ -97,11 +97,11 @@ def test_download_files_skip_fetcher_state(tmp_path):
         "git2_github.com.x.y.tar.gz", "uninative/abc/x86_64-nativesdk-libc.tar.xz", "zlib-1.3.1.tar.xz"]
 
 
-def test_nativelsbstrings(tmp_path):
-    for name in ("ad", "debian-12", "universal", ".git"):
-        os.makedirs(tmp_path / name)
-    assert nativelsbstrings(str(tmp_path)) == ["debian-12", "universal"]
-    assert nativelsbstrings(str(tmp_path / "missing")) == []
+def test_nativelsbstrings():
+    paths = ["ad/72/sstate:a::1:r0::4:%s_populate_sysroot.tar.zst" % H, "debian-12/ad/72/x", "universal/ad/72/y",
+             "universal/ad/72/z", ".git/HEAD", "top-level-file"]
+    assert nativelsbstrings(paths) == ["debian-12", "universal"]
+    assert nativelsbstrings([]) == []
 
 
 COOKER_LOG = '''NOTE: Resolving any missing task queue dependencies

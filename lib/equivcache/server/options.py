@@ -10,7 +10,7 @@ import sys
 
 from equivcache.cli import UsageError
 from equivcache.formatting import parse_size
-from equivcache.server.store import open_cache
+from equivcache.server.store import is_s3, open_cache
 
 PROG = "equivcache-server"
 
@@ -84,7 +84,7 @@ def db_password(args):
 
 def cache_of(args, create=False, require_objects=False):
     """The Cache args.cache_dir names (store.open_cache), with --state-dir and --s3-endpoint where the command has them."""
-    if args.cache_dir.startswith("s3://") and not hasattr(args, "state_dir"):
+    if is_s3(args.cache_dir) and not hasattr(args, "state_dir"):
         raise UsageError("%s: this command takes a cache directory only" % args.cache_dir)
     return open_cache(args.cache_dir, create, getattr(args, "state_dir", None), getattr(args, "s3_endpoint", None),
                       require_objects)

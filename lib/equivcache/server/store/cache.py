@@ -191,7 +191,7 @@ class Cache:
         if sstate_paths is None and "nativelsbstrings" in current:
             native = current["nativelsbstrings"]
         else:
-            native = names.nativelsbstrings_of(self.listing("sstate-cache") if sstate_paths is None else sstate_paths)
+            native = names.nativelsbstrings(self.listing("sstate-cache") if sstate_paths is None else sstate_paths)
         doc = {
             "format": desc.FORMAT,
             "version": desc.VERSION,
