@@ -20,6 +20,7 @@ Build time (imported by bitbake):
   mirrors.py       SSTATE_MIRRORS parsing (pure)
   knowncaches.py   public sstate mirrors without a descriptor and their hash servers (pure)
   probe.py         network and directory probes (pure)
+  trust.py         a consumer of a signed cache: its keyring and settings; the publish rule's input (pure)
 
 Formats and shared helpers (pure):
   descriptor.py    equivcache.json, a cache's descriptor
@@ -30,13 +31,14 @@ Formats and shared helpers (pure):
   durations.py     durations.json: each object's task time on its producer (schemas/durations-v1.json)
   names.py         sstate object and signature data names, and walks over them
   files.py         atomic writes
+  signing.py       OpenPGP signatures of sstate objects with the real gpg: keys, gpgv checks, keyrings
   formatting.py    sizes, durations and times for people
   buildlock.py     waiting for a build directory's bitbake server to exit
   cli.py           the scripts' error convention, parser, bitbake finder, progress bar
   schemas/         JSON schemas of the report, the catalog, the durations and the dashboard's API
 
 Tools (scripts/ are thin front ends over these):
-  server/          equivcache-server: publish, serve, status, config
+  server/          equivcache-server: publish, serve, token, gc, check, status, config
   client/          equivcache-client: configure a build directory from a URL
   doctor/          equivcache-doctor: why the mirror misses, ranked
 """

@@ -98,4 +98,5 @@ def write_report(d, record, succeeded):
     url = (d.getVar("EQUIVCACHE_REPORT_TO") or "").strip()
     if url:
         reportsend.send_in_background(url, path, d.getVar("EQUIVCACHE_REPORT_NAME") or "",
-                                      os.path.join(directory, reportsend.LOG))
+                                      os.path.join(directory, reportsend.LOG),
+                                      d.getVar("EQUIVCACHE_REPORT_TOKEN_FILE") or "")

@@ -19,6 +19,11 @@
 #       "DISTRO": "poky", "MACHINE": "qemux86-64", "TUNE_FEATURES": "m64 core2",
 #       "SDKMACHINE": "x86_64",
 #       "layers": [{"name": "meta", "revision": "0123abcd..."}]
+#     },
+#     "signatures": {                                # only for a cache that requires them
+#       "required": true,
+#       "keys": [{"producer": "ci-1", "fingerprint": "40 HEX", "keyids": ["16 HEX"],
+#                 "url": "keys/ci-1.asc"}]           # relative to the mirror root
 #     }
 #   }
 
@@ -32,7 +37,10 @@ FORMAT = "equivcache-descriptor"
 VERSION = 1
 
 PRODUCER_KEYS = ("DISTRO", "MACHINE", "TUNE_FEATURES", "SDKMACHINE")
-TOP_KEYS = ("format", "version", "generated", "hashserv", "sstate", "downloads", "nativelsbstrings", "producer")
+TOP_KEYS = ("format", "version", "generated", "hashserv", "sstate", "downloads", "nativelsbstrings", "producer",
+            "signatures")
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_KEYID = re.compile(r"^[0-9A-F]{16}$")
 
 # A hash equivalence server address as bitbake takes it: host:port,
 # [v6]:port, unix://path, ws:// or wss:// URL.
@@ -107,10 +115,34 @@ def validate(doc):
             for i, layer in enumerate(layers):
                 if not (isinstance(layer, dict) and _is_text(layer.get("name")) and _is_text(layer.get("revision"))):
                     errors.append("producer.layers[%d]: must be {\"name\": ..., \"revision\": ...}, not %r" % (i, layer))
+    if "signatures" in doc:
+        errors += _signature_errors(doc["signatures"])
     unknown = sorted(set(doc) - set(TOP_KEYS))
     if unknown:
         errors.append("unknown keys: %s" % ", ".join(unknown))
     return errors
+
+
+def _signature_errors(signatures):
+    if not isinstance(signatures, dict) or not isinstance(signatures.get("required"), bool) \
+            or not isinstance(signatures.get("keys"), list):
+        return ["signatures: must be {\"required\": true or false, \"keys\": [...]}, not %r" % (signatures,)]
+    errors = []
+    for i, key in enumerate(signatures["keys"]):
+        if not (isinstance(key, dict) and _is_text(key.get("producer")) and _is_text(key.get("url"))
+                and _FINGERPRINT.match(str(key.get("fingerprint"))) and isinstance(key.get("keyids"), list)
+                and key["keyids"] and all(_KEYID.match(str(k)) for k in key["keyids"])):
+            errors.append("signatures.keys[%d]: must be {\"producer\", \"fingerprint\" (40 hex), \"keyids\" "
+                          "(16 hex each), \"url\"}, not %r" % (i, key))
+    return errors
+
+
+def valid_sigs(doc):
+    """The long key ids a consumer of a signed cache accepts (SSTATE_VALID_SIGS), [] if it is not signed."""
+    signatures = doc.get("signatures") or {}
+    if not signatures.get("required"):
+        return []
+    return [keyid for key in signatures["keys"] for keyid in key["keyids"]]
 
 
 def loads(text, source=None):

@@ -8,7 +8,11 @@
 # misses stay: the dashboard ranks them), and the reporter's name only if
 # EQUIVCACHE_REPORT_NAME gives one. Pure Python: no bb import.
 #
-#   python3 -m equivcache.reportsend URL REPORT.json [NAME]
+#   python3 -m equivcache.reportsend URL REPORT.json [NAME [TOKEN_FILE]]
+#
+# With a token file (EQUIVCACHE_REPORT_TOKEN_FILE: a reporter's or a
+# producer's), the report carries it (HTTP Basic), as a cache run with
+# serve --reports-need-token wants.
 
 import json
 import os
@@ -16,6 +20,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from equivcache import uploadapi
 from equivcache.cli import spawn_detached
 
 LOG = "report-send.log"
@@ -32,31 +37,34 @@ def compact(doc, reporter=""):
     return sent
 
 
-def send(url, doc, timeout=TIMEOUT):
-    """POST a compact report to the cache server at url; its id there."""
+def send(url, doc, timeout=TIMEOUT, token=None):
+    """POST a compact report to the cache server at url (with token, (name, secret), if given); its id there."""
     body = json.dumps(doc).encode()
-    request = urllib.request.Request(url.rstrip("/") + PATH, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = uploadapi.basic_auth(*token)
+    request = urllib.request.Request(url.rstrip("/") + PATH, data=body, method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as answer:
         return json.loads(answer.read())["id"]
 
 
-def send_in_background(url, path, reporter, log):
+def send_in_background(url, path, reporter, log, token_file=""):
     """Send the report at path to url from a detached process, its output in log."""
     lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spawn_detached([sys.executable, "-m", "equivcache.reportsend", url, path, reporter], log,
+    spawn_detached([sys.executable, "-m", "equivcache.reportsend", url, path, reporter, token_file], log,
                    env={"PYTHONPATH": lib})
 
 
 def main(argv):
-    if len(argv) not in (2, 3):
-        sys.stderr.write("usage: python3 -m equivcache.reportsend URL REPORT.json [NAME]\n")
+    if len(argv) not in (2, 3, 4):
+        sys.stderr.write("usage: python3 -m equivcache.reportsend URL REPORT.json [NAME [TOKEN_FILE]]\n")
         return 2
     url, path = argv[0], argv[1]
     try:
+        token = uploadapi.read_token_file(argv[3]) if len(argv) == 4 and argv[3] else None
         with open(path) as f:
-            doc = compact(json.load(f), argv[2] if len(argv) == 3 else "")
-        number = send(url, doc)
+            doc = compact(json.load(f), argv[2] if len(argv) >= 3 else "")
+        number = send(url, doc, token=token)
     except urllib.error.HTTPError as e:
         detail = e.read(2000).decode("utf-8", "replace")
         print("equivcache: %s refused the report %s: %d %s %s" % (url, path, e.code, e.reason, detail.strip()))

@@ -30,6 +30,7 @@ def whole_number(what, low, high=None):
 
 
 port = whole_number("port", 1, 65535)
+port_or_off = whole_number("port", 0, 65535)
 positive_int = whole_number("count", 1)
 
 

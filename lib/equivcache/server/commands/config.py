@@ -11,7 +11,7 @@ import sys
 
 from equivcache.cli import UsageError, find_bitbake, layer_dir
 from equivcache.server import options
-from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
+from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT
 from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD
 from equivcache.server.store.layout import Layout, saved_database
 
@@ -49,6 +49,7 @@ server {{
     location /downloads/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /siginfo/ {{ default_type application/octet-stream; disable_symlinks on; }}
     location /sstate-index/ {{ default_type application/octet-stream; expires -1; disable_symlinks on; }}
+    location /keys/ {{ default_type application/pgp-keys; expires -1; disable_symlinks on; }}
 }}
 """
 
@@ -108,6 +109,22 @@ UPLOAD = """
         proxy_set_header Host $host;
         proxy_pass http://127.0.0.1:{upstream};
     }}
+{websocket}"""
+
+WEBSOCKET = """
+    # The hash equivalence server over TLS, as upstream recommends: serve's
+    # websocket listener (serve --ws-port, loopback), for wss://HOST/ws
+    # (serve --public-url https://HOST names it in the descriptor). A build
+    # keeps its connection open: idle for up to an hour.
+    location = /ws {{
+        proxy_pass http://127.0.0.1:{ws};
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_set_header Host $host;
+        proxy_read_timeout 3600s;
+        proxy_send_timeout 3600s;
+    }}
 """
 
 TLS = """    ssl_certificate {cert};
@@ -115,10 +132,12 @@ TLS = """    ssl_certificate {cert};
     ssl_protocols TLSv1.2 TLSv1.3;"""
 
 
-def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_cert=None, tls_key=None):
+def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_cert=None, tls_key=None,
+          ws_port=DEFAULT_WS_PORT):
     """The site; on every address unless bind names one; with TLS if given
-    a certificate and key; with the upload endpoint and the dashboard
-    proxied to serve's http port on loopback if upload_port is given."""
+    a certificate and key; with the upload endpoint, the dashboard and the
+    hash server's websocket listener (unless ws_port is 0) proxied to
+    serve on loopback if upload_port is given."""
     ssl = " ssl" if tls_cert else ""
     if bind in (None, "", "0.0.0.0", "::"):
         listen = "    listen %d%s;\n    listen [::]:%d%s;" % (port, ssl, port, ssl)
@@ -126,7 +145,9 @@ def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_c
         listen = "    listen %s:%d%s;" % ("[%s]" % bind if ":" in bind else bind, port, ssl)
     if tls_cert:
         listen += "\n" + TLS.format(cert=tls_cert, key=tls_key)
-    upload = UPLOAD.format(limit="%dk" % -(-max_upload // 1024), upstream=upload_port) if upload_port else ""
+    websocket = WEBSOCKET.format(ws=ws_port) if ws_port else ""
+    upload = UPLOAD.format(limit="%dk" % -(-max_upload // 1024), upstream=upload_port,
+                           websocket=websocket) if upload_port else ""
     return NGINX.format(cache=cache, host=host, listen=listen, upload=upload)
 
 
@@ -216,6 +237,9 @@ def setup_parser(p):
     p.add_argument("--serve-port", "--upload-port", dest="upload_port", type=options.port, metavar="PORT",
                    help="(nginx) proxy the upload endpoint (/upload/v1/) and the dashboard (/, /plots/, /api/v1/) "
                    "to equivcache-server serve's http port on 127.0.0.1 (serve --bind 127.0.0.1 --http-port PORT)")
+    p.add_argument("--ws-port", type=options.port_or_off, default=DEFAULT_WS_PORT, metavar="PORT",
+                   help="(nginx, with --serve-port) proxy /ws, the hash server for wss:// clients, to serve's "
+                   "websocket listener on 127.0.0.1 (as serve --ws-port; 0: none; default: %(default)s)")
     p.add_argument("--max-upload-size", type=options.size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                    help="(nginx) the largest upload body nginx passes on (default: 8G; as serve's)")
     p.add_argument("--tls-cert", metavar="FILE", help="(nginx) serve https with this certificate (and --tls-key)")
@@ -229,7 +253,8 @@ def run(args, out=sys.stdout):
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
         out.write(nginx(root, args.public_host, args.http_port, args.bind, args.upload_port, args.max_upload_size,
-                        args.tls_cert and os.path.abspath(args.tls_cert), args.tls_key and os.path.abspath(args.tls_key)))
+                        args.tls_cert and os.path.abspath(args.tls_cert), args.tls_key and os.path.abspath(args.tls_key),
+                        args.ws_port))
         return 0
     bitbake = find_bitbake(args.bitbake)
     database = saved_database(Layout(root))

@@ -4,7 +4,9 @@
 
 from equivcache.cli import find_bitbake
 from equivcache.server import options
-from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT
+import argparse
+
+from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT
 from equivcache.server.http.serve import serve
 from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD
 from equivcache.server.store.history import MAX_DAYS, MAX_ROWS
@@ -34,8 +36,20 @@ def setup_parser(p):
                    help="http mirror port (default: %(default)s)")
     p.add_argument("--hashserv-port", type=options.port, default=DEFAULT_HASHSERV_PORT,
                    help="read endpoint port (default: %(default)s)")
+    p.add_argument("--ws-port", type=options.port_or_off, default=DEFAULT_WS_PORT, metavar="PORT",
+                   help="the read endpoint again as a websocket listener on 127.0.0.1, for a TLS proxy's /ws "
+                   "(config --nginx; needs python3-websockets; 0: none; default: %(default)s)")
     p.add_argument("--public-host", metavar="HOST", help="host name consumers use, written into the "
                    "descriptor (default: the --bind address, or this machine's name if that is a wildcard)")
+    p.add_argument("--public-url", metavar="URL", help="the https:// URL consumers and producers reach the cache "
+                   "at through a TLS proxy (config --nginx --tls-cert): the descriptor then names its wss://URL/ws "
+                   "as the hash server, and no plain address")
+    p.add_argument("--require-signatures", action=argparse.BooleanOptionalAction, default=None,
+                   help="take only sstate objects signed by the uploading producer's key (token add --gpg-key), "
+                   "and have consumers verify them (remembered; default: off)")
+    p.add_argument("--reports-need-token", action=argparse.BooleanOptionalAction, default=None,
+                   help="take build reports only with a producer or reporter token (EQUIVCACHE_REPORT_TOKEN_FILE; "
+                   "remembered; default: off)")
     p.add_argument("--max-upload-size", type=options.size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                    help="the largest file a producer may upload (default: 8G)")
     p.add_argument("--no-reports", action="store_true", help="refuse the build reports of EQUIVCACHE_REPORT_TO "
@@ -52,13 +66,16 @@ def run(args):
     bitbake, password = find_bitbake(args.bitbake), options.db_password(args)
     cache = options.cache_of(args, create=True)
     options.setup_logging(args, cache.layout)
-    if args.history_rows is not None or args.history_days is not None:
-        config = saved_config(cache.layout)
-        bounds = config.setdefault("history", {})
-        if args.history_rows is not None:
-            bounds["max_rows"] = args.history_rows
-        if args.history_days is not None:
-            bounds["max_days"] = args.history_days
-        save_config(cache.layout, config)
+    config = saved_config(cache.layout)
+    bounds = config.setdefault("history", {})
+    if args.history_rows is not None:
+        bounds["max_rows"] = args.history_rows
+    if args.history_days is not None:
+        bounds["max_days"] = args.history_days
+    for key in ("require_signatures", "reports_need_token"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    save_config(cache.layout, config)
     return serve(cache, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
-                 args.database, password, args.verbose, args.max_upload_size, not args.no_reports)
+                 args.database, password, args.verbose, args.max_upload_size, not args.no_reports,
+                 args.ws_port, args.public_url)

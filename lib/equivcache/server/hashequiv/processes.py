@@ -26,6 +26,9 @@ logger = logging.getLogger("equivcache.server")
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_HASHSERV_PORT = 8686
+# bitbake-hashserv's websocket listener, for a TLS-terminating proxy: loopback only.
+DEFAULT_WS_PORT = 8687
+WS_BIND = "127.0.0.1"
 READ_PERMS = "@read"
 WRITE_PERMS = "@read,@report,@db-admin"
 START_TIMEOUT = 30
@@ -75,6 +78,8 @@ def listening(address):
     """True if something accepts connections at a hashserv address (unix://PATH or HOST:PORT)."""
     if address.startswith("unix://"):
         return socket_alive(address[len("unix://"):])
+    if address.startswith(("ws://", "wss://")):
+        address = address.split("://", 1)[1].split("/", 1)[0]
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=2):

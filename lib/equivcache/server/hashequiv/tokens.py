@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: MIT
 #
-# Producer tokens: who may upload to a cache and report equivalences to its
-# hash server. One secret per producer does both: it is the token of a
-# bitbake-hashserv user of the same name (@read @report, or @read for a
-# reader), created through the server's own user model, and its SHA-256 is
-# what server/tokens.json (mode 0600) keeps for the upload endpoint. The
-# secret itself is printed once, never stored by the cache.
+# Tokens: who may upload to a cache, report equivalences to its hash
+# server, and send build reports. One secret per token does all its role
+# allows: it is the token of a bitbake-hashserv user of the same name
+# (@read @report for a producer, @read otherwise), created through the
+# server's own user model, and its SHA-256 is what server/tokens.json (mode
+# 0600) keeps for the http endpoints. The secret itself is printed once,
+# never stored by the cache.
 #
 #   server/tokens.json  {"format": "equivcache-tokens", "version": 1,
-#                        "tokens": [{"name", "role", "sha256", "created", "revoked"}]}
+#                        "tokens": [{"name", "role", "sha256", "created", "revoked",
+#                                    "expires" (or null), "key" (a producer's signing
+#                                    key: {"fingerprint", "keyids"}, or null)}]}
+#   server/token-use.json  {NAME: when last used}, written at most once a minute
+#   server/keys/NAME.gpg   a producer's public key (binary, gpgv's keyring)
 #
 # A token file, as `token add` prints it and `publish --token-file` reads
 # it: one line "NAME:SECRET".
@@ -18,6 +23,8 @@ import hashlib
 import hmac
 import json
 import os
+import time
+from datetime import datetime, timedelta, timezone
 
 from equivcache import files, uploadapi
 from equivcache.cli import Failure, UsageError
@@ -26,8 +33,32 @@ from equivcache.formatting import utc_iso
 NAME = "tokens.json"
 FORMAT = "equivcache-tokens"
 VERSION = 1
-# What each role may do: upload files, and the hashserv permissions of its user.
-ROLES = {"producer": ("@read", "@report"), "reader": ("@read",)}
+# The hashserv permissions of each role's user. A producer uploads and reports
+# equivalences; a reporter sends build reports (a pull request's build: it
+# may read and report, never write); a reader only reads the hash server.
+ROLES = {"producer": ("@read", "@report"), "reporter": ("@read",), "reader": ("@read",)}
+REPORTS = ("producer", "reporter")   # the roles that may send build reports
+USE_FILE = "token-use.json"
+USE_EVERY = 60
+
+
+def parse_time(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def expired(token, now=None):
+    """True if the token has an expiry and it is past."""
+    expires = parse_time(token.get("expires"))
+    return expires is not None and expires <= (now or datetime.now(timezone.utc))
+
+
+def state(token):
+    """What `token list` says of a token's state."""
+    if token.get("revoked"):
+        return "revoked " + token["revoked"]
+    if expired(token):
+        return "expired " + token["expires"]
+    return "active" + (", expires " + token["expires"] if token.get("expires") else "")
 
 
 def digest(secret):
@@ -54,9 +85,12 @@ class TokenStore:
     that a token added or revoked counts at once in a running server."""
 
     def __init__(self, private_dir):
+        self.private = private_dir
         self.path = os.path.join(private_dir, NAME)
+        self.use_path = os.path.join(private_dir, USE_FILE)
         self._stamp = None
         self._tokens = []
+        self._written_use = {}
 
     def tokens(self):
         try:
@@ -76,7 +110,15 @@ class TokenStore:
         return self._tokens
 
     def active(self, role=None):
-        return [t for t in self.tokens() if not t.get("revoked") and (role is None or t["role"] == role)]
+        return [t for t in self.tokens() if not t.get("revoked") and not expired(t)
+                and (role is None or t["role"] == role)]
+
+    def keyring(self, name):
+        return os.path.join(self.private, "keys", name + ".gpg")
+
+    def keyrings(self):
+        """{name: keyring} of the active producers with a signing key."""
+        return {t["name"]: self.keyring(t["name"]) for t in self.active("producer") if t.get("key")}
 
     def find(self, name):
         for token in self.tokens():
@@ -85,21 +127,48 @@ class TokenStore:
         return None
 
     def verify(self, name, secret):
-        """The active token of `name` if `secret` is its secret, else None."""
+        """(token, None) if `secret` is the secret of the active token `name`,
+        else (None, why): unknown or wrong (one answer for both), revoked, expired."""
         token = self.find(name)
-        if token is None or token.get("revoked"):
+        if token is None:
             # Compare anyway: the answer takes as long for an unknown name.
             hmac.compare_digest(digest(secret), "0" * 64)
-            return None
-        return token if hmac.compare_digest(digest(secret), token["sha256"]) else None
+            return None, "unknown or wrong"
+        if not hmac.compare_digest(digest(secret), token["sha256"]):
+            return None, "unknown or wrong"
+        if token.get("revoked"):
+            return None, "revoked on %s" % token["revoked"]
+        if expired(token):
+            return None, "expired on %s (token add %s --expires DAYS makes a new one)" % (token["expires"], name)
+        self.note_use(name)
+        return token, None
+
+    def uses(self):
+        try:
+            with open(self.use_path) as f:
+                doc = json.load(f)
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def note_use(self, name, now=None):
+        """Remember when the token was last used, on disk at most once a minute a token."""
+        now = now or time.time()
+        if now - self._written_use.get(name, 0) < USE_EVERY:
+            return
+        self._written_use[name] = now
+        uses = self.uses()
+        uses[name] = utc_iso(now)
+        files.write_json(self.use_path, uses, 0o600)
 
     def save(self, tokens):
         files.write_json(self.path, {"format": FORMAT, "version": VERSION, "tokens": tokens}, 0o600)
         self._stamp = None
 
-    def add(self, name, role, secret):
+    def add(self, name, role, secret, expires=None, key=None):
         tokens = [t for t in self.tokens() if t["name"] != name]
-        tokens.append({"name": name, "role": role, "sha256": digest(secret), "created": utc_iso(), "revoked": None})
+        tokens.append({"name": name, "role": role, "sha256": digest(secret), "created": utc_iso(), "revoked": None,
+                       "expires": expires, "key": key})
         self.save(sorted(tokens, key=lambda t: t["name"]))
 
     def revoke(self, name):
@@ -116,13 +185,23 @@ def hashserv_admin(hashserv, address, admin):
     return contextlib.closing(client)
 
 
-def add(store, hashserv, address, admin, name, role):
-    """Create the token and its hashserv user; return the token file's line."""
+def expiry(days, now=None):
+    """The ISO time `days` days from now, None for none; UsageError if not a positive number."""
+    if days is None:
+        return None
+    if not 0 < days <= 36500:
+        raise UsageError("--expires %s: a number of days above 0" % days)
+    return utc_iso(((now or datetime.now(timezone.utc)) + timedelta(days=days)).timestamp())
+
+
+def add(store, hashserv, address, admin, name, role, expires=None, key=None):
+    """Create the token and its hashserv user; return the token file's line.
+    key: a producer's signing key ({"fingerprint", "keyids"}), its keyring already in place."""
     check_name(name)
     if role not in ROLES:
         raise UsageError("--role %s: one of %s" % (role, ", ".join(ROLES)))
     current = store.find(name)
-    if current is not None and not current.get("revoked"):
+    if current is not None and not current.get("revoked") and not expired(current):
         raise UsageError("a token named %s exists (created %s); revoke it first, or choose another name"
                          % (name, current["created"]))
     if name == admin["username"]:
@@ -131,8 +210,19 @@ def add(store, hashserv, address, admin, name, role):
         if client.get_user(name) is not None:
             client.delete_user(name)   # left by a revoked token, or by hand
         user = client.new_user(name, list(ROLES[role]))
-    store.add(name, role, user["token"])
+    store.add(name, role, user["token"], expires, key)
     return "%s:%s" % (name, user["token"])
+
+
+def delete_expired_users(store, hashserv, address, admin):
+    """Delete the hashserv users of expired tokens (serve does, each minute); their names."""
+    gone = []
+    with hashserv_admin(hashserv, address, admin) as client:
+        for token in store.tokens():
+            if expired(token) and not token.get("revoked") and client.get_user(token["name"]) is not None:
+                client.delete_user(token["name"])
+                gone.append(token["name"])
+    return gone
 
 
 def revoke(store, hashserv, address, admin, name):

@@ -10,39 +10,72 @@ import os
 import signal
 import socket
 import threading
+import time
+import urllib.parse
 
 from equivcache import files
 from equivcache.cli import UsageError
 from equivcache.formatting import human, utc_iso
 from equivcache.server.hashequiv.database import show_database, unihashes_named, usage
-from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, READ_PERMS, WRITE_PERMS, HashServ,
-                                         check_port_free, import_hashserv, loopback_for, socket_alive, tcp_address)
+from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT, READ_PERMS,
+                                                  WRITE_PERMS, WS_BIND, HashServ, check_port_free, import_hashserv,
+                                                  loopback_for, socket_alive, tcp_address)
 from equivcache.reportsend import PATH as REPORTS
 from equivcache.server.http.dashboard import Dashboard
 from equivcache.server.store.history import open_history
 from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config
 from equivcache.server.store.storage import PUBLIC
-from equivcache.server.hashequiv.tokens import TokenStore
+from equivcache.server.hashequiv.tokens import TokenStore, delete_expired_users
 from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHTTPServer
 
 logger = logging.getLogger("equivcache.server")
 
 
+def public_addresses(public_url, public_host, bind, hashserv_port, ws_port):
+    """The hash server addresses the descriptor names: behind a proxy at
+    public_url, its websocket path (wss:// for https); else the read endpoint."""
+    if public_url:
+        parts = urllib.parse.urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise UsageError("--public-url %s: the http(s):// URL consumers reach the cache at, through the proxy "
+                             "(config --nginx)" % public_url)
+        if not ws_port:
+            raise UsageError("--public-url needs the websocket listener (--ws-port other than 0)")
+        return ["%s://%s%s/ws" % ("wss" if parts.scheme == "https" else "ws", parts.netloc, parts.path.rstrip("/"))]
+    if public_host is None:
+        public_host = bind if loopback_for(bind) == bind else socket.getfqdn()
+    return [tcp_address(public_host, hashserv_port)]
+
+
+def start_hashserv(children, layout, bitbake, hashserv, database, db_password, level, bind, hashserv_port, ws_port):
+    """The write endpoint first (it creates the tables, the others then find
+    them), then the read endpoint and the websocket listener (loopback, for
+    a TLS proxy), each appended to children once it answers."""
+    writer = HashServ("hashserv-write", bitbake, "unix://" + layout.socket, database, WRITE_PERMS, level,
+                      layout.private, db_password=db_password)
+    children.append(writer)
+    writer.wait_ready(hashserv, "unix://" + layout.socket)
+    admin = admin_credentials(layout)
+    listeners = [("hashserv-read", tcp_address(bind, hashserv_port), tcp_address(loopback_for(bind), hashserv_port))]
+    if ws_port:
+        listeners.append(("hashserv-ws", "ws://" + tcp_address(WS_BIND, ws_port), None))
+    for name, address, reach in listeners:
+        child = HashServ(name, bitbake, address, database, READ_PERMS, level, layout.private, admin=admin,
+                         db_password=db_password)
+        children.append(child)
+        child.wait_ready(hashserv, reach or address)
+
+
 def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
           public_host=None, database=None, db_password=None, verbose=False, max_upload=DEFAULT_MAX_UPLOAD,
-          accept_reports=True):
+          accept_reports=True, ws_port=DEFAULT_WS_PORT, public_url=None):
     """Serve the cache until SIGTERM or SIGINT; return the exit status."""
     layout = cache.layout
     config = server_config(layout, database)
     database = config["database"]
-    refuse_taken(layout, bind, http_port, hashserv_port)
-    if public_host is None:
-        public_host = bind if loopback_for(bind) == bind else socket.getfqdn()
-    public = [tcp_address(public_host, hashserv_port)]
-    config["hashserv"] = public
+    refuse_taken(layout, bind, http_port, hashserv_port, ws_port)
+    config["hashserv"] = public_addresses(public_url, public_host, bind, hashserv_port, ws_port)
     save_config(layout, config)
-    admin = admin_credentials(layout)
-    level = "INFO" if verbose else "WARNING"
     hashserv = import_hashserv(bitbake)
 
     stop = threading.Event()
@@ -51,16 +84,8 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
     mirror = None
     status = 0
     try:
-        # The write endpoint first: it creates the tables, the read one then finds them.
-        writer = HashServ("hashserv-write", bitbake, "unix://" + layout.socket, database, WRITE_PERMS, level,
-                          layout.private, db_password=db_password)
-        children.append(writer)
-        writer.wait_ready(hashserv, "unix://" + layout.socket)
-        reader = HashServ("hashserv-read", bitbake, tcp_address(bind, hashserv_port), database, READ_PERMS, level,
-                          layout.private, admin=admin, db_password=db_password)
-        children.append(reader)
-        reader.wait_ready(hashserv, tcp_address(loopback_for(bind), hashserv_port))
-
+        start_hashserv(children, layout, bitbake, hashserv, database, db_password, "INFO" if verbose else "WARNING",
+                       bind, hashserv_port, ws_port)
         mirror = http_server(cache, hashserv, config, db_password, bind, http_port, max_upload, accept_reports)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
         cache.write_descriptor()
@@ -69,22 +94,16 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
             "started": utc_iso(),
             "http": mirror.url,
             "hashserv": tcp_address(bind, hashserv_port),
+            "websocket": "ws://" + tcp_address(WS_BIND, ws_port) if ws_port else None,
             "bind": bind,
             "hashserv_port": hashserv_port,
-            "public_hashserv": public,
+            "public_hashserv": config["hashserv"],
             "socket": "unix://" + layout.socket,
             "database": show_database(database),
         }
         files.write_json(layout.state, state)
-        log_banner(cache, mirror, state, public_host, max_upload, accept_reports)
-        while not stop.wait(0.5):
-            for child in children:
-                if child.process.poll() is not None:
-                    logger.error("%s exited with status %d; stopping", child.name, child.process.returncode)
-                    status = 1
-                    stop.set()
-        if status == 0:
-            logger.info("stopping")
+        log_banner(cache, mirror, state, config)
+        status = watch(stop, children, mirror, hashserv, state["hashserv"], layout)
     finally:
         if mirror is not None:
             mirror.shutdown()
@@ -100,7 +119,33 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
     return status
 
 
-def refuse_taken(layout, bind, http_port, hashserv_port):
+def watch(stop, children, mirror, hashserv, address, layout):
+    """Until stop: 1 if a hashserv child exits; each minute, the hashserv
+    users of tokens that expired are deleted."""
+    last_sweep = 0
+    while not stop.wait(0.5):
+        for child in children:
+            if child.process.poll() is not None:
+                logger.error("%s exited with status %d; stopping", child.name, child.process.returncode)
+                return 1
+        if time.monotonic() - last_sweep >= 60:
+            last_sweep = time.monotonic()
+            try:
+                for name in delete_expired_users(mirror.tokens, hashserv, loopback_address(address),
+                                                 admin_credentials(layout)):
+                    logger.info("token %s expired: its hash server user is deleted", name)
+            except Exception as e:   # hashserv's client raises what its transport raises
+                logger.warning("could not delete the hash server users of expired tokens: %s", e)
+    logger.info("stopping")
+    return 0
+
+
+def loopback_address(address):
+    host, _, port = address.rpartition(":")
+    return tcp_address(loopback_for(host.strip("[]")), int(port))
+
+
+def refuse_taken(layout, bind, http_port, hashserv_port, ws_port=0):
     """UsageError if a live server holds the write socket or a port is in use; a stale socket is removed."""
     if socket_alive(layout.socket):
         state = load_json(layout.state, {}) or {}
@@ -109,8 +154,11 @@ def refuse_taken(layout, bind, http_port, hashserv_port):
                              layout.socket, " (pid %s)" % state["pid"] if "pid" in state else "", layout.root))
     check_port_free(bind, http_port, "http")
     check_port_free(bind, hashserv_port, "hashserv")
-    if http_port == hashserv_port:
-        raise UsageError("--http-port and --hashserv-port are both %d" % http_port)
+    if ws_port:
+        check_port_free(WS_BIND, ws_port, "websocket")
+    ports = [p for p in (http_port, hashserv_port, ws_port) if p]
+    if len(set(ports)) != len(ports):
+        raise UsageError("--http-port, --hashserv-port and --ws-port must differ (%s)" % ", ".join(map(str, ports)))
     if os.path.exists(layout.socket):
         logger.info("removing the stale socket %s (no server answers on it)", layout.socket)
         os.unlink(layout.socket)
@@ -128,25 +176,32 @@ def http_server(cache, hashserv, config, db_password, bind, http_port, max_uploa
         with contextlib.closing(hashserv.create_client(socket_address)) as client:
             return usage(client)
     board = Dashboard(open_history(cache.layout, config, db_password), cache.state, hashserv_rows, accept_reports)
-    return CacheHTTPServer(cache, (bind, http_port), TokenStore(cache.layout.private), max_upload, named, board)
+    return CacheHTTPServer(cache, (bind, http_port), TokenStore(cache.layout.private), max_upload, named, board,
+                           bool(config.get("reports_need_token")), bool(config.get("require_signatures")))
 
 
-def log_banner(cache, mirror, state, public_host, max_upload, accept_reports):
+def log_banner(cache, mirror, state, config):
     """What serve says when it is up: each part, where, and how consumers use it."""
     layout = cache.layout
     logger.info("serving %s", layout.root)
     logger.info("  http mirror:     %s (%s)", mirror.url,
                 ", ".join(name if "." in name else name + "/" for name in PUBLIC))
-    producers = len(mirror.tokens.active("producer"))
+    producers = mirror.tokens.active("producer")
     logger.info("  upload endpoint: %s%s (%s)", mirror.url, PREFIX,
-                "%d producer tokens, at most %s a file" % (producers, human(max_upload)) if producers
+                "%d producer tokens, at most %s a file" % (len(producers), human(mirror.max_upload)) if producers
                 else "off until a producer token is added: equivcache-server token add NAME %s" % layout.root)
+    if mirror.signed:
+        logger.info("  signatures:      required: each object signed by its producer's key (%d of %d producers "
+                    "have one)", len(mirror.tokens.keyrings()), len(producers))
     logger.info("  dashboard:       %s/ (build reports %s, kept in %s)", mirror.url,
-                "taken at %s%s" % (mirror.url, REPORTS) if accept_reports else "refused (--no-reports)",
-                mirror.dashboard.history.where())
+                ("taken at %s%s%s" % (mirror.url, REPORTS, " with a producer or reporter token"
+                                      if mirror.reports_need_token else "")) if mirror.dashboard.accept_reports
+                else "refused (--no-reports)", mirror.dashboard.history.where())
     logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
                 state["hashserv"], READ_PERMS, layout.admin)
+    if state["websocket"]:
+        logger.info("  websocket:       %s (the same, for a TLS proxy's /ws: config --nginx)", state["websocket"])
     logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)
     logger.info("  database:        %s", state["database"])
-    logger.info("  consumers:       equivcache-client --server http://%s:%d",
-                "[%s]" % public_host if ":" in public_host else public_host, mirror.server_address[1])
+    logger.info("  consumers:       hash server %s; equivcache-client --server URL (this mirror, or the proxy's)",
+                ", ".join(config["hashserv"]))

@@ -35,6 +35,8 @@ from equivcache.uploadapi import PREFIX, SHA256_HEADER
 from equivcache.server.store.storage import AREAS, Refused
 from equivcache.server.http.mirror import MirrorHandler, MirrorServer
 from equivcache.server.store.local import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
+from equivcache.server.hashequiv.tokens import REPORTS as REPORT_ROLES
+from equivcache.server.http.signed import SIGNATURE_HEADER, SignedUploads
 
 logger = logging.getLogger("equivcache.uploads")
 
@@ -93,9 +95,11 @@ class CacheHTTPServer(MirrorServer):
     and its dashboard (dashboard.Dashboard, or None), whose history notes
     each publish."""
 
-    def __init__(self, cache, address, tokens, max_upload, named, dashboard=None):
+    def __init__(self, cache, address, tokens, max_upload, named, dashboard=None, reports_need_token=False,
+                 require_signatures=False):
         self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
-        self.dashboard = dashboard
+        self.dashboard, self.reports_need_token = dashboard, reports_need_token
+        self.signed = SignedUploads(cache, tokens) if require_signatures else None
         super().__init__(cache.served_root, address, CacheHandler)
 
 
@@ -137,6 +141,8 @@ class CacheHandler(MirrorHandler):
 
     def receive_report(self):
         try:
+            if self.server.reports_need_token:
+                self.authenticate(self.server.tokens, REPORT_ROLES, "build reports")
             length = self.length()
             if length > REPORT_LIMIT:
                 raise Refused(413, "a build report of %d bytes: at most %d" % (length, REPORT_LIMIT))
@@ -187,20 +193,22 @@ class CacheHandler(MirrorHandler):
             return
         self.answer(status, doc)
 
-    def authenticate(self, tokens):
+    def authenticate(self, tokens, roles=("producer",), what="uploads"):
+        """The token the request carries, if its role is one of roles; Refused(401 or 403) else."""
         header = self.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "basic":
-            raise Refused(401, "uploads need a producer token (HTTP Basic: NAME and SECRET)")
+            raise Refused(401, "%s need a %s token (HTTP Basic: NAME and SECRET)" % (what, " or ".join(roles)))
         try:
             name, _, secret = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             raise Refused(401, "malformed Authorization header")
-        token = tokens.verify(name, secret)
+        token, why = tokens.verify(name, secret)
         if token is None:
-            raise Refused(401, "token %r is unknown, revoked or wrong" % name)
-        if token["role"] != "producer":
-            raise Refused(403, "token %r is a %s's: it may not upload" % (name, token["role"]))
+            raise Refused(401, "token %r is %s" % (name, why))
+        if token["role"] not in roles:
+            raise Refused(403, "token %r is a %s's: %s need a %s token" % (name, token["role"], what,
+                                                                          " or ".join(roles)))
         return token
 
     def length(self):
@@ -235,7 +243,8 @@ class CacheHandler(MirrorHandler):
             raise Refused(400, "missing: {\"files\": [[path, size], ...]} expected")
         for path, _ in files:
             parse_upload_path(path)
-        return {"missing": self.server.cache.missing([(p, s) for p, s in files])}
+        missing = self.server.cache.missing([(p, s) for p, s in files])
+        return {"missing": self.server.signed.missing(files, missing) if self.server.signed else missing}
 
     def put(self, token, what, length):
         path = parse_upload_path(what)
@@ -245,7 +254,11 @@ class CacheHandler(MirrorHandler):
         sha256 = self.headers.get(SHA256_HEADER, "").lower()
         if not _HEX64.match(sha256):
             raise Refused(400, "%s: header %s with the body's SHA-256 (64 hex digits) required" % (path, SHA256_HEADER))
-        had = self.server.cache.receive(path, self.rfile, length, sha256)
+        if self.server.signed:
+            had = self.server.signed.receive(token, path, self.rfile, length, sha256,
+                                             self.headers.get(SIGNATURE_HEADER))
+        else:
+            had = self.server.cache.receive(path, self.rfile, length, sha256)
         logger.debug("upload by %s: %s (%d bytes)%s", token["name"], path, length, " already there" if had else "")
         return (200 if had else 201), {"path": path, "stored": not had}
 

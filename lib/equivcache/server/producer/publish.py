@@ -12,6 +12,7 @@ import time
 from equivcache.formatting import human
 from equivcache.server.hashequiv.database import merge_database, read_producer_database, unihashes_named, usage
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
+from equivcache.server.store import signatures
 from equivcache.server.store.cache import commit_line
 from equivcache.server.store.history import note_history, open_history
 from equivcache.server.store.layout import server_config
@@ -33,7 +34,11 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
         sent = [0, 0]
+        refused = []
         for area, files, source, what in paths.files():
+            if area == "sstate-cache" and signatures.required(cache.layout):
+                files, refused = signatures.verified_objects(cache.layout, source, files)
+                say_refused(refused, source, out)
             copied, size, present = cache.add_files(area, files, source, "copying " + what, started)
             sent[0] += copied
             sent[1] += size
@@ -60,7 +65,15 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
         out.write(commit_line(summary))
         note_history(out, lambda: open_history(cache.layout, config, db_password).note_publish(
             LOCAL_PRODUCER, summary["objects"], sent[0], sent[1]))
-    return 0
+    return 1 if refused else 0
+
+
+def say_refused(refused, source, out):
+    if refused:
+        out.write("sstate: %d objects refused, not copied (%s%s): the cache requires signatures, and no key of its "
+                  "producers (token add NAME --gpg-key FILE) verifies their .sig; sign them with SSTATE_SIG_KEY and "
+                  "SSTATE_VERIFY_SIG = \"1\" in %s's build\n" % (
+                      len(refused), refused[0], ", ..." if len(refused) > 1 else "", source))
 
 
 def published_unihashes(outhashes, unihashes):

@@ -8,6 +8,7 @@
 # way a build reports them; one commit updates the cache's indexes.
 # bitbake's hashserv client is imported from the bitbake directory found.
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -30,7 +31,9 @@ from equivcache.server.producer.build import newest_build_configuration, produce
 from equivcache.server.producer.publish import published_unihashes
 from equivcache.server.store.cache import commit_line
 from equivcache.server.store.storage import cache_path
-from equivcache.uploadapi import PREFIX, SHA256_HEADER, basic_auth
+from equivcache.server.store import signatures
+from equivcache.signing import SIG_SUFFIX
+from equivcache.uploadapi import PREFIX, SHA256_HEADER, SIGNATURE_HEADER, basic_auth
 
 TIMEOUT = 60
 BLOCK = 1 << 20
@@ -99,15 +102,18 @@ class Upload:
         body = json.dumps(doc).encode()
         return self.request("POST", PREFIX + action, body, {"Content-Type": "application/json"})[1]
 
-    def put(self, rel, path):
+    def put(self, rel, path, signature=None):
+        """Upload one file (with its detached signature, for a cache that requires them)."""
         size = os.path.getsize(path)
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(BLOCK), b""):
                 digest.update(block)
-            status, _ = self.request("PUT", PREFIX + urllib.parse.quote(rel), f, {
-                "Content-Length": str(size), SHA256_HEADER: digest.hexdigest(),
-                "Content-Type": "application/octet-stream"})
+            headers = {"Content-Length": str(size), SHA256_HEADER: digest.hexdigest(),
+                       "Content-Type": "application/octet-stream"}
+            if signature is not None:
+                headers[SIGNATURE_HEADER] = base64.b64encode(signature).decode("ascii")
+            status, _ = self.request("PUT", PREFIX + urllib.parse.quote(rel), f, headers)
         return status == 201
 
     def descriptor(self):
@@ -130,10 +136,11 @@ class Upload:
         self.connection.close()
 
 
-def upload_files(connections, area, source, files, what):
+def upload_files(connections, area, source, files, what, signed=False):
     """Upload (relative path, size) files of source to area, over the
     connections at once (one file each at a time: the server's checks and
-    syncs overlap). Returns (files stored, bytes)."""
+    syncs overlap); to a signed cache, each sstate object with its .sig.
+    Returns (files stored, bytes)."""
     progress = Progress("uploading " + what, len(files))
     pending = iter(files)
     lock = threading.Lock()
@@ -146,7 +153,11 @@ def upload_files(connections, area, source, files, what):
             if item is None:
                 return
             rel, size = item
-            if connection.put(cache_path(area, rel), os.path.join(source, rel)):
+            signature = None
+            if signed and signatures.kind(cache_path(area, rel)) == "object":
+                with open(os.path.join(source, rel + SIG_SUFFIX), "rb") as f:
+                    signature = f.read()
+            if connection.put(cache_path(area, rel), os.path.join(source, rel), signature):
                 with lock:
                     stored.append(size)
             with lock:
@@ -171,8 +182,10 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
     started = time.time()
     with contextlib.closing(Upload(url, name, secret)) as upload:
         descriptor = upload.descriptor()
-        address = hashserv_address or descriptor["hashserv"][0]
-        trees = list(paths.files())
+        address = hashserv_address or safe_hashserv(url, descriptor)
+        signed = bool(desc.valid_sigs(descriptor))
+        trees = [(area, signed_files(area, files, source) if signed else files, source, what)
+                 for area, files, source, what in paths.files()]
         manifest = [(cache_path(area, rel), size) for area, files, _, _ in trees for rel, size in files]
         missing = set(upload.post("missing", {"files": manifest})["missing"])
         # Objects first, equivalences after: a consumer that gets a unihash
@@ -182,7 +195,11 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         try:
             for area, files, source, what in trees:
                 wanted = [(rel, size) for rel, size in files if cache_path(area, rel) in missing]
-                sent, size_sent = upload_files(connections, area, source, wanted, what)
+                sent, size_sent = 0, 0
+                # To a signed cache, the objects first: the signature data of one it refuses is not sent.
+                for part in signed_first(area, wanted) if signed else [wanted]:
+                    count, size = upload_files(connections, area, source, part, what, signed)
+                    sent, size_sent = sent + count, size_sent + size
                 total_sent[0] += sent
                 total_sent[1] += size_sent
                 out.write("%s: %d files uploaded (%s), %d already present, from %s\n"
@@ -208,6 +225,42 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         out.write(commit_line(summary))
     out.write("publish: done in %.1f s\n" % (time.time() - started))
     return 0
+
+
+def safe_hashserv(url, descriptor):
+    """The cache's hash server to report to as the token's user: over TLS
+    (wss://) when the cache is reached over https, never plain TCP then."""
+    if urllib.parse.urlsplit(url).scheme != "https":
+        return descriptor["hashserv"][0]
+    for address in descriptor["hashserv"]:
+        if address.startswith(("wss://", "unix://")):
+            return address
+    raise Failure("%s is reached over https, but its hash server is only %s, where the token would travel in the "
+                  "clear: serve the cache with --public-url %s behind config --nginx --tls-cert (wss://), or name "
+                  "a server with --hashserv ADDRESS to accept that" % (url, ", ".join(descriptor["hashserv"]), url))
+
+
+def signed_first(area, files):
+    """files as two lists: the sstate objects, then the rest."""
+    objects = [f for f in files if signatures.kind(cache_path(area, f[0])) == "object"]
+    return [objects, [f for f in files if signatures.kind(cache_path(area, f[0])) != "object"]]
+
+
+def signed_files(area, files, source):
+    """The files to upload to a cache that requires signatures: each sstate
+    object goes with its .sig (in the same request), which is not uploaded
+    alone; Failure, before anything is sent, if an object has none."""
+    if area != "sstate-cache":
+        return files
+    present = {rel for rel, _ in files}
+    unsigned = [rel for rel, _ in files if signatures.kind(cache_path(area, rel)) == "object"
+                and rel + SIG_SUFFIX not in present]
+    if unsigned:
+        raise Failure("the cache requires signed objects, and %d of the producer's have no .sig (%s%s) in %s: sign "
+                      "them with SSTATE_SIG_KEY = \"KEYID\" and SSTATE_VERIFY_SIG = \"1\" (the key bound to this "
+                      "token) and build again" % (len(unsigned), unsigned[0], ", ..." if len(unsigned) > 1 else "",
+                                                  source))
+    return [(rel, size) for rel, size in files if signatures.kind(cache_path(area, rel)) != "sig"]
 
 
 def report_equivalences(hashserv, address, name, secret, outhashes, unihashes, source, out):

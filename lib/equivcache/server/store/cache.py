@@ -32,10 +32,11 @@ from equivcache.files import json_bytes
 from equivcache.formatting import utc_iso
 from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, import_hashserv, tcp_address,
                                                    write_endpoint)
+from equivcache.server.hashequiv.tokens import TokenStore
 from equivcache.server.store.groups import group_files
 from equivcache.server.store.layout import admin_credentials, saved_config, server_config
 from equivcache.server.store.ledger import note_published
-from equivcache.server.store.storage import Refused, cache_path
+from equivcache.server.store.storage import KEYS, Refused, cache_path
 
 
 class Cache:
@@ -143,11 +144,13 @@ class Cache:
         progress.close()
         return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
 
-    def receive(self, rel, stream, length, sha256, now=None):
-        """One uploaded file (rel checked by the caller): True if the cache had it already."""
+    def receive(self, rel, stream, length, sha256, now=None, check=None, replace=False):
+        """One uploaded file (rel checked by the caller; check and replace as
+        storage.put_stream's): True if the cache had it already."""
         if length > self.storage.free_space():
             raise Refused(507, "%s: %d bytes do not fit on the cache's disk" % (rel, length))
-        return self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now)
+        return self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now,
+                                       check, replace)
 
     def discard_superseded(self, unihashes, named):
         """Remove the sstate files under those of `unihashes` that no
@@ -203,6 +206,11 @@ class Cache:
             "nativelsbstrings": native,
             "producer": producer if producer is not None else current.get("producer", {}),
         }
+        if saved_config(self.layout).get("require_signatures"):
+            doc["signatures"] = {"required": True, "keys": [
+                {"producer": t["name"], "fingerprint": t["key"]["fingerprint"], "keyids": t["key"]["keyids"],
+                 "url": "%s/%s.asc" % (KEYS, t["name"])}
+                for t in TokenStore(self.layout.private).active("producer") if t.get("key")]}
         self.storage.put_bytes(desc.NAME, desc.dumps(doc).encode())
         return doc
 

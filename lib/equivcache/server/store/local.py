@@ -116,21 +116,28 @@ class LocalStorage(Storage):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def put_stream(self, rel, stream, length, sha256, when):
-        """To a temporary name, checked, synced, then linked under rel."""
+    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False):
+        """To a temporary name, checked, synced, then linked under rel (renamed over it if replace)."""
         directory = self._parent(rel)
         tmp = self._temporary(directory)
         try:
             try:
-                with open(tmp, "wb") as f:
+                with open(tmp, "w+b") as f:
                     copy_verified(rel, stream, length, sha256, f)
                     os.fsync(f.fileno())
+                    if check:
+                        f.seek(0)
+                        check(f)
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise Refused(507, "%s: no space left on the cache's disk" % rel)
                 raise
             os.chmod(tmp, 0o644)
             os.utime(tmp, (when, when))
+            had = os.path.exists(self.path(rel))
+            if replace:
+                os.replace(tmp, self.path(rel))
+                return had
             try:
                 os.link(tmp, self.path(rel))   # never replaces a published file
             except FileExistsError:

@@ -123,19 +123,23 @@ class S3Storage(Storage):
                                 ExtraArgs={"Metadata": {"published": "%d" % when}})
 
     @_s3_errors
-    def put_stream(self, rel, stream, length, sha256, when):
+    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False):
         """Exactly `length` bytes of `stream` to rel if their SHA-256 is
-        `sha256` (spooled and checked first: nothing is sent to the bucket
-        until the whole body is there and right). A file already published
-        under rel is kept (True if it was)."""
+        `sha256` and check() passes (spooled and checked first: nothing is
+        sent to the bucket until the whole body is there and right). A file
+        already published under rel is kept unless replace (True if it was)."""
         with tempfile.TemporaryFile() as spool:
             copy_verified(rel, stream, length, sha256, spool)
-            if self.size(rel) is not None:
+            if check:
+                spool.seek(0)
+                check(spool)
+            had = self.size(rel) is not None
+            if had and not replace:
                 return True
             spool.seek(0)
             self.client.upload_fileobj(spool, self.bucket, self.key(rel), Config=self.transfer,
                                        ExtraArgs={"Metadata": {"published": "%d" % when}})
-        return False
+        return had
 
     @_s3_errors
     def put_bytes(self, rel, data):

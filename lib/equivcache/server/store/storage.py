@@ -19,7 +19,9 @@ from equivcache import catalog, descriptor as desc, durations, pathkeys
 # The areas of a cache a producer adds files to.
 AREAS = ("sstate-cache", "downloads", "siginfo")
 # What a cache publishes (the http mirror serves nothing else of a cache directory).
-PUBLIC = (desc.NAME, catalog.NAME, durations.NAME) + AREAS + (pathkeys.DIRECTORY,)
+# keys/: the public keys of the producers a signed cache trusts (NAME.asc).
+KEYS = "keys"
+PUBLIC = (desc.NAME, catalog.NAME, durations.NAME) + AREAS + (pathkeys.DIRECTORY, KEYS)
 CHUNK = 1 << 20
 
 
@@ -94,11 +96,12 @@ class Storage(abc.ABC):
         """Copy the local file source to rel, replacing what is there; `when` is its publish time."""
 
     @abc.abstractmethod
-    def put_stream(self, rel, stream, length, sha256, when):
+    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False):
         """Exactly `length` bytes of `stream` to rel if their SHA-256 is
-        `sha256` (copy_verified()); a file already published under rel is
-        kept. True if it was. A short body, a wrong hash or a full disk
-        leave nothing behind (Refused)."""
+        `sha256` (copy_verified()) and check(file open on them) raises no
+        Refused; a file already published under rel is kept (replaced if
+        replace), True if it was there. A short body, a wrong hash, a failed
+        check or a full disk leave nothing behind (Refused)."""
 
     @abc.abstractmethod
     def append(self, rel, content, kept):
