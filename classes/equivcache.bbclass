@@ -35,6 +35,12 @@ EQUIVCACHE_SERVER[doc] = "The http(s):// URL of a cache server (scripts/equivcac
 (equivcache.json) gives the sstate and downloads mirrors and the hash equivalence server, and the class \
 configures this build to use them."
 
+EQUIVCACHE_GPG_PATH ?= "${TOPDIR}/equivcache-gnupg"
+EQUIVCACHE_GPG_PATH[doc] = "The GnuPG home directory a consumer of a cache that requires signatures verifies \
+sstate objects with: with EQUIVCACHE_SERVER naming such a cache, and neither GPG_PATH nor SSTATE_SIG_KEY set, the \
+class fills it with the cache's producer keys (checked against the descriptor's fingerprints) and a local key for \
+this build's own objects, and sets GPG_PATH, SSTATE_VERIFY_SIG, SSTATE_VALID_SIGS and SSTATE_SIG_KEY for them."
+
 EQUIVCACHE_KNOWN_CACHES ?= ""
 EQUIVCACHE_KNOWN_CACHES[doc] = "Sstate mirrors without a descriptor and the hash equivalence server that names \
 their objects, as MIRROR_ROOT=HASHSERV words (for example 'http://sstate.example.com/all=sstate.example.com:8686'), \
@@ -66,13 +72,18 @@ EQUIVCACHE_REPORT_TO[doc] = "The http(s):// URL of a cache server whose dashboar
 (with EquivCacheHash): sent in the background at the end of the build, never failing or holding it. Log: \
 LOG_DIR/equivcache/report-send.log."
 
+EQUIVCACHE_REPORT_TOKEN_FILE ?= ""
+EQUIVCACHE_REPORT_TOKEN_FILE[doc] = "A reporter's (or producer's) token file, as 'equivcache-server token add NAME \
+--role reporter' printed it, that the reports of EQUIVCACHE_REPORT_TO carry: what a cache run with serve \
+--reports-need-token wants. A reporter may send reports and read, never upload (a pull request's build)."
+
 EQUIVCACHE_REPORT_NAME ?= ""
 EQUIVCACHE_REPORT_NAME[doc] = "How the reports of EQUIVCACHE_REPORT_TO name this build machine on the dashboard \
 (default: not at all)."
 
 BB_HASHCONFIG_IGNORE_VARS += "EQUIVCACHE_MODE EQUIVCACHE_IGNORE EQUIVCACHE_PROBE_TIMEOUT EQUIVCACHE_MIRROR_INDEX \
     EQUIVCACHE_KNOWN_CACHES EQUIVCACHE_PUBLISH EQUIVCACHE_PUBLISH_TOKEN_FILE EQUIVCACHE_REPORT_TO \
-    EQUIVCACHE_REPORT_NAME"
+    EQUIVCACHE_REPORT_NAME EQUIVCACHE_REPORT_TOKEN_FILE EQUIVCACHE_GPG_PATH"
 
 # BB_HASHCHECK_FUNCTION (sstate.bbclass's sstate_checkhashes, or whatever
 # another layer wrapped it in) is wrapped at ConfigParsed, once every class

@@ -19,7 +19,8 @@ import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
 from equivcache import descriptor as desc
-from equivcache import files, knowncaches, probe, rulebase, rules, sstateusers
+from equivcache import files, knowncaches, probe, rulebase, rules, sstateusers, trust
+from equivcache.cli import Failure
 from equivcache.autoserver import auto_database, auto_server_started, note_auto_server
 from equivcache.capabilities import database_dir_variable, stock_survives_outage, websockets_usable
 from equivcache.outage import claim_once
@@ -43,7 +44,8 @@ def fatal(message):
 
 # Variables the class may change; workers get the same changes.
 CHANGEABLE = ("SSTATE_MIRRORS", "BB_SIGNATURE_HANDLER", "BB_HASHSERVE", "BB_HASHSERVE_UPSTREAM",
-              "SSTATE_MIRROR_ALLOW_NETWORK", "PREMIRRORS")
+              "SSTATE_MIRROR_ALLOW_NETWORK", "PREMIRRORS", "SSTATE_VERIFY_SIG", "GPG_PATH", "SSTATE_SIG_KEY",
+              "SSTATE_VALID_SIGS")
 INPUTS = CHANGEABLE + ("EQUIVCACHE_MODE", "EQUIVCACHE_IGNORE", "EQUIVCACHE_SERVER", "BB_NO_NETWORK",
                        "EQUIVCACHE_KNOWN_CACHES")
 
@@ -105,6 +107,8 @@ def gather(d):
         stock_warns_shared_sstate=handler == "OEEquivHash"
         and "BB_HASHSERVE_DB_DIR" in (d.getVar("check_sanity_everybuild", False) or ""),
         auto_server=auto_server_started(d),
+        sig_key=d.getVar("SSTATE_SIG_KEY") or "",
+        verify_sig=bb.utils.to_boolean(d.getVar("SSTATE_VERIFY_SIG")),
     )
     if sstate_outside(settings):   # the evidence of sharing the rule reads; nothing to read otherwise
         settings.sstate_sharers = sstateusers.others(settings.sstate_dir, settings.topdir, settings.database)
@@ -223,6 +227,11 @@ def configure_client(d, server, doc):
         changes["BB_HASHSERVE_UPSTREAM"] = doc["hashserv"][0]
     if settings.no_network and not settings.mirror_allow_network:
         changes["SSTATE_MIRROR_ALLOW_NETWORK"] = "1"
+    try:
+        changes.update(trust.client_changes(d.getVar, server, doc, lambda url: probe.fetch(url, 10)))
+    except Failure as e:
+        fatal("equivcache: EQUIVCACHE_SERVER = \"%s\" requires signed sstate objects, and its keys cannot be "
+              "trusted: %s." % (server, e))
     downloads = desc.resolve(server, doc.get("downloads", ""))
     if downloads and downloads not in (d.getVar("PREMIRRORS") or ""):
         entries = " ".join("%s://.*/.* %s/" % (scheme, downloads) for scheme in download_schemes())
@@ -343,6 +352,9 @@ def on_config_parsed(d):
         notes += [("EQUIVCACHE_SERVER = \"%s\"" % server, v) for v in changes]
 
     settings = gather(d)
+    settings.publish_keyids = trust.publish_keyids(trust.publish_descriptor(
+        d.getVar("EQUIVCACHE_PUBLISH"), server, doc, lambda url: probe.fetch(url, timeout)),
+        d.getVar("EQUIVCACHE_PUBLISH_TOKEN_FILE") or "")
     needed = rules.probes_needed(settings) + [("server", a) for a in (doc or {}).get("hashserv", [])]
     findings = rules.select(rules.evaluate(settings, probe.run(needed, timeout, parse_server), doc, error), ignore)
 

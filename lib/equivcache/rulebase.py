@@ -47,6 +47,10 @@ class Settings:
     sstate_sharers: list = field(default_factory=list)  # other builds recorded in SSTATE_DIR: [(topdir, database)]
     sstate_filesystem: str = ""       # SSTATE_DIR's file system type if a network one (nfs, cifs, ...), else ""
     auto_server: dict = None          # what this bitbake server started its auto server with, if not what is set now
+    sig_key: str = ""                 # SSTATE_SIG_KEY
+    verify_sig: bool = False          # SSTATE_VERIFY_SIG = "1" (OE-core signs only with it)
+    publish_keyids: list = None       # EQUIVCACHE_PUBLISH's cache requires signatures: the key ids it binds to
+                                      # this build's token ([] if none); None if it does not, or no publish
 
 
 @dataclass

@@ -249,6 +249,34 @@ def inside(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+@rule("unsigned-publish", "a build publishing to a cache that requires signatures does not sign its objects")
+def check_unsigned_publish(c):
+    s = c.settings
+    keyids = s.publish_keyids
+    if keyids is None or (s.sig_key and s.verify_sig and s.sig_key[-16:].upper() in keyids):
+        return
+    if not keyids:
+        yield Finding("unsigned-publish",
+                      "EQUIVCACHE_PUBLISH's cache requires signed sstate objects, and binds no key to the token of "
+                      "EQUIVCACHE_PUBLISH_TOKEN_FILE: every upload will be refused. Ask its administrator for a token "
+                      "with your key (equivcache-server token add NAME --gpg-key FILE), then set SSTATE_SIG_KEY to "
+                      "that key and SSTATE_VERIFY_SIG = \"1\".")
+        return
+    if s.sig_key and s.sig_key[-16:].upper() not in keyids:
+        yield Finding("unsigned-publish",
+                      "SSTATE_SIG_KEY = \"%s\" is not the key EQUIVCACHE_PUBLISH's cache binds to this build's token "
+                      "(%s): it will refuse every object. Set SSTATE_SIG_KEY = \"%s\"."
+                      % (s.sig_key, " ".join(keyids), keyids[0]), {"SSTATE_SIG_KEY": keyids[0]})
+        return
+    fixes = {"SSTATE_VERIFY_SIG": "1"}
+    if not s.sig_key:
+        fixes["SSTATE_SIG_KEY"] = keyids[0]
+    yield Finding("unsigned-publish",
+                  "EQUIVCACHE_PUBLISH's cache requires signed sstate objects, and this build does not sign them "
+                  "(OE-core signs with SSTATE_SIG_KEY only when SSTATE_VERIFY_SIG = \"1\" too): every upload will "
+                  "be refused. Set %s." % " and ".join("%s = \"%s\"" % kv for kv in fixes.items()), fixes)
+
+
 @rule("shared-sstate-private-database", "SSTATE_DIR shared with other builds (recorded there, or a network file "
       "system), the equivalence database private")
 def check_shared_sstate_private_database(c):

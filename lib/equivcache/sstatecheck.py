@@ -141,7 +141,7 @@ def checkhashes(stock, sq_data, d, siginfo=False, currentcount=0, summary=True, 
             for tid in wanted.pop(k):
                 found.add(tid)
                 missed.discard(tid)
-                _answered[tid] = (fetched.url, paths[tid])
+                _answered[tid] = (fetched.url, paths[tid], os.path.join(sstate_dir, paths[tid]))
                 bb.debug(2, "SState: %s lists %s" % (fetched.url, paths[tid]))
     if progress:
         bb.event.fire(bb.event.ProcessProgress(PROGRESS_MESSAGE, len(found) - found_local), d)
@@ -188,10 +188,12 @@ def check_others(stock, sq_data, tids, mirrors, d, siginfo):
 
 
 def on_build_event(e):
-    """sceneQueueTaskFailed of an object an index listed: the index is out of date."""
+    """sceneQueueTaskFailed of an object an index listed and the mirror did not give: the index is out
+    of date. One the mirror gave (in SSTATE_DIR now) failed for another reason, which OE-core's own
+    warning says (a signature that does not verify, a damaged archive): nothing to add."""
     if isinstance(e, bb.runqueue.sceneQueueTaskFailed):
-        url, path = _answered.get(e.taskid, (None, None))
-        if url:
+        url, path, local = _answered.get(e.taskid, (None, None, None))
+        if url and not os.path.exists(local):
             warn_once("lost " + url, "equivcache: the sstate index %s lists %s but the mirror did not give it, "
                       "so %s runs instead of being restored. The index is out of date: publish the cache again "
                       "(equivcache-server publish), or set EQUIVCACHE_MIRROR_INDEX = \"0\"."

@@ -34,6 +34,7 @@ EXAMPLES = {
     "descriptor": (equiv(), {}, None, "http://cache:8080/equivcache.json: HTTP 404 Not Found"),
     "descriptor-server-mismatch": (equiv(sstate_mirrors=MIRROR, upstream="other:8686"), {}, DESCRIPTOR, None),
     "native-lsb-mismatch": (equiv(sstate_mirrors=MIRROR, upstream="cache:8686", nativelsbstring="fedora-40"), {}, DESCRIPTOR, None),
+    "unsigned-publish": (equiv(publish_keyids=["B7EA6B03A5CEBC3B"]), {}, None, None),
     "shared-sstate-private-database": (equiv(topdir="/work/build", sstate_dir="/srv/sstate-cache", database="/work/build/cache/hashserv.db", database_dir_variable=True, sstate_sharers=[("/work/build-arm", "/work/build-arm/cache/hashserv.db")]), {}, None, None),
     "stale-hash-server": (equiv(upstream="cache:8686", topdir="/work/build", database="/work/build/cache/hashserv.db", auto_server={"upstream": "", "database": "/work/build/cache/hashserv.db"}), {}, None, None),
 }

@@ -21,6 +21,10 @@ GOOD = {
 }
 
 
+KEY = {"producer": "ci-1", "fingerprint": "2AB7AB83B9134775C2A81B22B7EA6B03A5CEBC3B",
+       "keyids": ["B7EA6B03A5CEBC3B"], "url": "keys/ci-1.asc"}
+
+
 def with_(**changes):
     doc = copy.deepcopy(GOOD)
     for key, value in changes.items():
@@ -55,6 +59,11 @@ def test_good_round_trip():
     (with_(producer={"DISTRO": 1}), "producer.DISTRO: must be a string"),
     (with_(producer={"layers": [{"name": "meta"}]}), "producer.layers[0]: must be"),
     (with_(extra=1), "unknown keys: extra"),
+    (with_(signatures=[]), "signatures: must be {"),
+    (with_(signatures={"required": True, "keys": [dict(KEY, fingerprint="ab")]}), "signatures.keys[0]: must be"),
+    (with_(signatures={"required": True, "keys": [dict(KEY, keyids=[])]}), "signatures.keys[0]: must be"),
+    (with_(signatures={"required": True, "keys": [dict(KEY, keyids=["b7ea6b03a5cebc3b"])]}),
+     "signatures.keys[0]: must be"),
 ])
 def test_each_error(doc, expected):
     errors = descriptor.validate(doc)
@@ -88,3 +97,12 @@ def test_dumps_refuses_invalid():
 ])
 def test_resolve(path, expected):
     assert descriptor.resolve("http://h:8888/", path) == expected
+
+
+def test_valid_sigs():
+    """What SSTATE_VALID_SIGS lists for a signed cache: each producer's long key ids; nothing otherwise."""
+    signed = with_(signatures={"required": True, "keys": [KEY, dict(KEY, producer="ci-2", keyids=["1" * 16, "2" * 16])]})
+    assert descriptor.validate(signed) == []
+    assert descriptor.valid_sigs(signed) == ["B7EA6B03A5CEBC3B", "1" * 16, "2" * 16]
+    assert descriptor.valid_sigs(GOOD) == []
+    assert descriptor.valid_sigs(with_(signatures={"required": False, "keys": [KEY]})) == []

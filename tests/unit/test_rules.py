@@ -74,6 +74,17 @@ TABLE = [
      ["native-lsb-mismatch"]),
     ("other host uninative", equiv(sstate_mirrors=HTTP, upstream="127.0.0.1:8686", nativelsbstring="fedora-40",
                                    uninative=True), {}, DESCRIPTOR, []),
+    # publishing to a cache that requires signatures (the key ids it binds to the token)
+    ("publish unsigned", equiv(publish_keyids=["AAAABBBBCCCCDDDD"]), {}, None, ["unsigned-publish"]),
+    ("publish key without verify", equiv(publish_keyids=["AAAABBBBCCCCDDDD"], sig_key="AAAABBBBCCCCDDDD"), {}, None,
+     ["unsigned-publish"]),
+    ("publish other key", equiv(publish_keyids=["AAAABBBBCCCCDDDD"], sig_key="1111222233334444", verify_sig=True), {},
+     None, ["unsigned-publish"]),
+    ("publish no key bound", equiv(publish_keyids=[], sig_key="AAAABBBBCCCCDDDD", verify_sig=True), {}, None,
+     ["unsigned-publish"]),
+    ("publish signed", equiv(publish_keyids=["AAAABBBBCCCCDDDD"], sig_key="0x9999AAAABBBBCCCCDDDD", verify_sig=True),
+     {}, None, []),
+    ("publish to an unsigned cache", equiv(publish_keyids=None), {}, None, []),
     # one sstate directory, several databases
     ("shared sstate, private database", equiv(**SHARED), {}, None, ["shared-sstate-private-database"]),
     ("outside sstate, no other build", equiv(**SPLIT), {}, None, []),

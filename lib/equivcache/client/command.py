@@ -29,7 +29,11 @@ Writes one marked block into conf/site.conf (created if absent):
 equivcache.bbclass then sets the sstate and downloads mirrors, the
 EquivCacheHash signature handler and the hash equivalence upstream from the
 server's descriptor, keeping values you set yourself (OEEquivHash becomes
-EquivCacheHash: the same signatures), and checks them on every parse. Running it again changes nothing; a line you already have
+EquivCacheHash: the same signatures), and checks them on every parse. For a
+cache that requires signatures it also makes the build verify every object
+against the keys the descriptor lists (SSTATE_VERIFY_SIG, GPG_PATH: a keyring
+in EQUIVCACHE_GPG_PATH with those keys and a local one for the build's own
+objects, SSTATE_VALID_SIGS, SSTATE_SIG_KEY). Running it again changes nothing; a line you already have
 (in site.conf, auto.conf or local.conf) is not repeated.
 """ % (block.BEGIN, block.END)
 
@@ -131,6 +135,9 @@ def configure(args, layerdirs):
         print("cache %s: hash equivalence server %s; producer %s" % (
             url, ", ".join(doc["hashserv"]),
             " ".join("%s=%s" % (k, producer[k]) for k in ("DISTRO", "MACHINE") if k in producer) or "unknown"))
+        if desc.valid_sigs(doc):
+            print("cache %s requires signed objects: builds verify each against its producers' keys (%s)"
+                  % (url, ", ".join("%s %s" % (k["producer"], k["fingerprint"]) for k in doc["signatures"]["keys"])))
     new_text = block.update(target_text, lines) if lines else block.remove(target_text)
     changed = write(names[target_name], new_text)
     # The block lives in one file only.
