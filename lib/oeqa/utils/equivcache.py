@@ -173,18 +173,20 @@ class HttpMirror:
 
 
 class CacheServer:
-    """equivcache-server serve CACHE_DIR as a child process, on free loopback ports."""
+    """equivcache-server serve CACHE_DIR as a child process, on free loopback ports
+    (the websocket listener too if websocket, else none: one process less to start)."""
 
-    def __init__(self, cache_dir, extra=(), env=None, state_dir=None):
+    def __init__(self, cache_dir, extra=(), env=None, state_dir=None, websocket=False):
         self.cache_dir = cache_dir
         self.http_port = free_port()
         self.hashserv_port = free_port()
+        self.ws_port = free_port() if websocket else 0
         where = state_dir or cache_dir
         self.log = open(os.path.join(os.path.dirname(os.path.abspath(where)),
                                      os.path.basename(where) + "-serve.log"), "a")
         self.process = subprocess.Popen(
             [sys.executable, SERVER, "serve", "--http-port", str(self.http_port),
-             "--hashserv-port", str(self.hashserv_port), *extra, cache_dir],
+             "--hashserv-port", str(self.hashserv_port), "--ws-port", str(self.ws_port), *extra, cache_dir],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.url = "http://127.0.0.1:%d" % self.http_port
         self.hashserv = "127.0.0.1:%d" % self.hashserv_port
@@ -282,3 +284,33 @@ def tasks_summary(output):
     """(attempted, not rerun) from bitbake's "Tasks Summary" line, or None."""
     m = re.search(r"Tasks Summary: Attempted (\d+) tasks of which (\d+) didn't need to be rerun", output)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def listening_addresses(pid):
+    """The (address, port) pairs on which the process pid and its descendants accept TCP
+    connections, from /proc (IPv4 as dotted quads, IPv6 as 32 hex digits)."""
+    pids, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        pids.add(current)
+        for children in glob.glob("/proc/%d/task/*/children" % current):
+            with contextlib.suppress(OSError), open(children) as f:
+                todo += [int(c) for c in f.read().split()]
+    inodes = set()
+    for p in pids:
+        for fd in glob.glob("/proc/%d/fd/*" % p):
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:   # LISTEN
+                    address, port = fields[1].split(":")
+                    if len(address) == 8:
+                        address = ".".join(str(b) for b in reversed(bytes.fromhex(address)))
+                    found.add((address, int(port, 16)))
+    return found

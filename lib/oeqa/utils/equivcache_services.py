@@ -204,6 +204,25 @@ rgw data = {d}/rgw
 """
 
 
+def test_ca(directory):
+    """A test certificate authority and a server certificate it signed for
+    127.0.0.1 and localhost, made by openssl in directory: (CA certificate,
+    which SSL_CERT_FILE names for the clients; server certificate; its key)."""
+    ca, ca_key = os.path.join(directory, "test-ca.pem"), os.path.join(directory, "test-ca.key")
+    cert, key = os.path.join(directory, "server.pem"), os.path.join(directory, "server.key")
+    request, extensions = os.path.join(directory, "server.csr"), os.path.join(directory, "server.ext")
+    with open(extensions, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+    for command in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=equivcache test CA",
+             "-keyout", ca_key, "-out", ca],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", request],
+            ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+             "-extfile", extensions, "-out", cert]):
+        subprocess.run(["openssl"] + command, check=True, capture_output=True)
+    return ca, cert, key
+
+
 class Nginx:
     """A real nginx (Debian's nginx-light) serving `site` (a server block, as
     equivcache-server config --nginx prints it) with its files in `directory`,
