@@ -109,6 +109,10 @@ def status(cache, bitbake=None, out=sys.stdout):
              probe.server(("tcp", loopback_for(state["bind"]), state["hashserv_port"]), 3) is None),
             ("write endpoint", state["socket"], writer_up),
         ]
+        if state.get("websocket"):
+            address = state["websocket"][len("ws://"):].rsplit(":", 1)
+            checks.append(("websocket", state["websocket"] + " (for a TLS proxy's /ws)",
+                           probe.server(("ws", address[0], int(address[1]), False), 3) is None))
         for name, where, up in checks:
             lines.append("  %-16s %s  %s" % (name, where, "up" if up else "DOWN"))
             if not up:
@@ -135,6 +139,10 @@ def status(cache, bitbake=None, out=sys.stdout):
     lines.append("  %-16s %d files, %s" % ("downloads", len(downloads), human(sum(downloads.values()))))
     doc = cache.read_json(desc.NAME)
     lines.append("  %-16s %s" % ("descriptor", ("generated " + doc.get("generated", "?")) if doc else "none yet"))
+    if saved_config(layout).get("require_signatures"):
+        lines.append("  %-16s required; trusted keys: %s" % ("signatures", ", ".join(
+            "%s %s" % (k["producer"], k["fingerprint"]) for k in ((doc or {}).get("signatures") or {}).get("keys", []))
+            or "none yet (token add NAME --gpg-key FILE)"))
     lines.extend(headline(layout, state))
     out.write("\n".join(lines) + "\n")
     return code
