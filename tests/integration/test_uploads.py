@@ -355,8 +355,13 @@ def test_nginx_proxies_uploads_with_tls(served, tmp_path):
         token = write_token(tmp_path, add_token(served.cache_dir, "ci-1"))
         url = "https://127.0.0.1:%d" % port
         env = dict(os.environ, SSL_CERT_FILE=cert)
-        result = subprocess.run([sys.executable, SERVER, "publish", "--from", producer, "--to", url, "--token-file",
-                                 token], capture_output=True, text=True, env=env, timeout=120)
+        command = [sys.executable, SERVER, "publish", "--from", producer, "--to", url, "--token-file", token]
+        # The descriptor names a plain TCP hash server only: the token is not sent there unless asked.
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 1 and "where the token would travel in the clear" in result.stderr, result
+        assert cache_files(served.cache_dir) == set()
+        result = subprocess.run(command + ["--hashserv", served.hashserv], capture_output=True, text=True, env=env,
+                                timeout=120)
         assert result.returncode == 0 and "sstate: 6 files uploaded" in result.stdout, result
         context = ssl.create_default_context(cafile=cert)
 
