@@ -28,7 +28,7 @@ Formats and shared helpers (pure):
                    task and unihash (schemas/index-v2.json)
   pathkeys.py      sstate-index/: the paths of sstate-cache/'s files as 8-byte keys in an
                    append-only journal, for the availability check
-  durations.py     durations.json: each object's task time on its producer (schemas/durations-v1.json)
+  durations.py     durations.json: the producer's time of each task the cache's objects spare (schemas/durations-v2.json)
   names.py         sstate object and signature data names, and walks over them
   files.py         atomic writes
   signing.py       OpenPGP signatures of sstate objects with the real gpg: keys, gpgv checks, keyrings

@@ -1,12 +1,17 @@
 # SPDX-License-Identifier: MIT
 #
-# durations.json: how long each published sstate object's task took on the
-# producer that built it, so that a consumer's build report can say what
-# the cache saved it in time (schema: schemas/durations-v1.json). Publish
-# reads the producer's buildstats and names each task run by the unihash of
-# the signature data that bitbake wrote as the task ended; the cache keeps
-# one entry per (task, unihash) it holds an object of. Pure Python: no bb
-# import.
+# durations.json: how long each task a cache's objects spare took on the
+# producer that ran it, so that a consumer's build report can say what the
+# cache saved it in time (schema: schemas/durations-v2.json). Publish reads
+# the producer's buildstats and names each task run by the unihash of the
+# signature data that bitbake wrote as the task ended: every task, not only
+# those with an sstate object, since restoring a recipe's objects spares a
+# consumer its fetch, configure, compile and install too. The cache keeps
+# the entries of the tasks it holds an object of, and of the other tasks of
+# the recipes it holds an object of: the newest PER_TASK of each recipe and
+# task (their unihashes change with each version and configuration).
+# Version 1 documents (objects' tasks only) are still read. Pure Python: no
+# bb import.
 #
 #   buildstats (buildstats.bbclass, USER_CLASSES):
 #     BUILDSTATS_BASE/BUILDNAME/PF/do_TASK     "Started: T0", "Status: PASSED", "Ended: T1"
@@ -26,9 +31,11 @@ from equivcache.formatting import utc_iso
 
 NAME = "durations.json"
 FORMAT = "equivcache-durations"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "durations-v%d.json" % VERSION)
 MATCH_WINDOW = 10.0
+PER_TASK = 8
 
 _FIELD = re.compile(r"^(Started|Ended|Status):\s*(\S+)")
 
@@ -125,9 +132,9 @@ def document(entries, generated=None):
 
 
 def entries_of(doc):
-    """{(recipe, task, unihash): {"seconds", "producer", "measured"}} of a durations document."""
+    """{(recipe, task, unihash): {"seconds", "producer", "measured"}} of a durations document (version 1 or 2)."""
     found = {}
-    if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("version") == VERSION:
+    if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("version") in READS:
         for t in doc.get("tasks", []):
             found[(t["recipe"], t["task"], t["unihash"])] = {k: t[k] for k in ("seconds", "producer", "measured")}
     return found
@@ -140,8 +147,18 @@ def seconds_by_task(doc):
 
 def merged(current, new, present):
     """current with the entries of new it lacks (the measure of the run
-    whose object the cache kept stays), only the (recipe, task, unihash) in
-    present (what the cache holds objects of) kept."""
-    result = {k: v for k, v in new.items() if k in present}
-    result.update({k: v for k, v in current.items() if k in present})
-    return result
+    whose object the cache kept stays): those of the (recipe, task,
+    unihash) in present (what the cache holds objects of), and of the
+    other tasks of the recipes in present, the newest PER_TASK of each."""
+    both = dict(new)
+    both.update(current)
+    kept = {k: v for k, v in both.items() if k in present}
+    recipes = {r for r, _, _ in present}
+    others = {}
+    for k, v in both.items():
+        if k not in present and k[0] in recipes:
+            others.setdefault(k[:2], []).append((v["measured"], k))
+    for entries in others.values():
+        for _, k in sorted(entries, reverse=True)[:PER_TASK]:
+            kept[k] = both[k]
+    return kept

@@ -72,16 +72,19 @@ class ProducerPaths:
         self.buildstats_dirs = list(buildstats_dirs)
 
     def durations(self, producer, measured=None):
-        """{(recipe, task, unihash): entry} of the producer's sstate objects
-        whose task run its buildstats and signature data name (durations.py)."""
-        objects = {(r, t, u) for _, _, (r, t, u, kind) in names.sstate_files(self.sstate_dir) if kind == "object"}
+        """{(recipe, task, unihash): entry} of every task run the producer's
+        buildstats and signature data name (durations.py): the cache keeps
+        those of its objects' tasks and of the other tasks of their recipes."""
         when = measured or utc_iso()
         return {k: {"seconds": s, "producer": producer, "measured": when}
-                for k, s in durations.measure(self.buildstats_dirs, self.stamps_dirs).items() if k in objects}
+                for k, s in durations.measure(self.buildstats_dirs, self.stamps_dirs).items()}
 
     def say_durations(self, found, out):
         if found:
-            out.write("durations: %d of the sstate objects' tasks timed by the producer's buildstats\n" % len(found))
+            objects = {(r, t, u) for _, _, (r, t, u, kind) in names.sstate_files(self.sstate_dir) if kind == "object"}
+            with_object = len(set(found) & objects)
+            out.write("durations: %d tasks timed by the producer's buildstats (%d with an sstate object, %d that "
+                      "restoring their recipe's objects spares)\n" % (len(found), with_object, len(found) - with_object))
         elif not any(os.path.isdir(p) for p in self.buildstats_dirs):
             out.write("durations: no buildstats at %s (USER_CLASSES += \"buildstats\" in the producer, or pass "
                       "--buildstats-dir): consumers will not know what the cache saved them\n"

@@ -245,14 +245,25 @@ class Cache:
             "discarded": discarded,
             "durations": sum(1 for o in doc["objects"] if o["path"] and (o["recipe"], o["task"], o["unihash"])
                              in (new_durations or {})),
+            "covered_durations": self.new_covered_durations(doc, new_durations or {}),
         }
+
+    def new_covered_durations(self, doc, new):
+        """How many of a publish's durations of tasks without an object the cache kept."""
+        if not new:
+            return 0
+        objects = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
+        kept = durations.entries_of(self.read_json(durations.NAME))
+        return sum(1 for k in new if k in kept and k not in objects and kept[k] == new[k])
 
 
 def commit_line(summary):
     """publish's last line, local or remote."""
     dropped = ("sstate: %d files dropped: their outputs were in the cache under another unihash\n"
                % summary["discarded"]) if summary.get("discarded") else ""
-    timed = "durations: %d objects' tasks newly timed\n" % summary["durations"] if summary.get("durations") else ""
+    timed = ("durations: %d objects' tasks and %d tasks they spare newly timed\n"
+             % (summary["durations"], summary.get("covered_durations", 0))
+             if summary.get("durations") or summary.get("covered_durations") else "")
     return dropped + timed + "index: %d objects, %d task signatures; sstate index: %d files (%s); descriptor: hashserv %s, " \
         "nativelsbstrings %s\n" % (summary["objects"], summary["signatures"], summary["sstate_index"],
                                    summary["sstate_index_change"], ", ".join(summary["hashserv"]),
