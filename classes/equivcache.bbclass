@@ -109,7 +109,7 @@ python equivcache_config_parsed() {
 addhandler equivcache_report
 equivcache_report[eventmask] = "bb.event.BuildStarted bb.event.BuildCompleted \
     bb.runqueue.sceneQueueTaskStarted bb.runqueue.sceneQueueTaskCompleted bb.runqueue.sceneQueueTaskFailed \
-    bb.runqueue.runQueueTaskStarted bb.runqueue.runQueueTaskFailed"
+    bb.runqueue.runQueueTaskStarted bb.runqueue.runQueueTaskFailed bb.runqueue.runQueueTaskSkipped"
 python equivcache_report() {
     import equivcache.buildreport
     import equivcache.sstatecheck

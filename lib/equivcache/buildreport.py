@@ -4,11 +4,13 @@
 # cooker: the runqueue's events feed the BuildRecord (lib/equivcache/report.py)
 # that EquivCacheHash opened, and at BuildCompleted the report is classified
 # against the cache's index, written to LOG_DIR/equivcache/ and summed up in
-# one line, with what the restored tasks took their producers (the cache's
-# durations.json). With EQUIVCACHE_REPORT_TO the report also goes to a cache
-# server, in the background (lib/equivcache/reportsend.py). Only with
+# one line, with what the tasks the cache spared (restored, or covered by
+# what was restored) took their producers (the cache's durations.json).
+# With EQUIVCACHE_REPORT_TO the report also goes to a cache server, in the
+# background (lib/equivcache/reportsend.py). Only with
 # EquivCacheHash, whose checkhashes hook sees the sstate check.
 
+import glob
 import json
 import os
 import time
@@ -69,6 +71,44 @@ def on_build_event(e, d):
         record.task_started(getattr(e, "noexec", False))
     elif isinstance(e, bb.runqueue.runQueueTaskFailed):
         record.task_failed()
+    elif isinstance(e, bb.runqueue.runQueueTaskSkipped) and e.reason == "covered":
+        note_covered(record, e)
+
+
+def note_covered(record, e):
+    """A real task skipped because restored objects covered it: its recipe,
+    and the unihash its producer's signature data would name (its taskhash
+    where it has no setscene task), from the signature generator's caches;
+    a noexec task (it costs nothing) is left out."""
+    siggen = bb.parse.siggen
+    try:
+        mc, _, task, mcfn = bb.runqueue.split_tid_mcfn(e.taskid)
+        cache = siggen.datacaches[mc]
+        if cache.task_deps[mcfn].get("noexec", {}).get(task):
+            return
+        recipe = cache.pkg_fn[mcfn]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return
+    record.task_covered(e.taskid, recipe, task, siggen.get_cached_unihash(e.taskid) or e.taskhash, e.taskhash)
+
+
+def setscene_times(d, record):
+    """{(recipe, task): seconds} of this build's setscene tasks in its own
+    buildstats (USER_CLASSES += "buildstats"), timed as the producer's tasks
+    are: the task itself, not its wait in the queue. {} without buildstats."""
+    base = d.getVar("BUILDSTATS_BASE")
+    directory = os.path.join(base, record.name) if base and record.name else ""
+    if not os.path.isdir(directory):
+        return {}
+    recipes = sorted({e["recipe"] for _, e, _ in record.restored()}, key=len, reverse=True)
+    found = {}
+    for pf in os.listdir(directory):
+        recipe = next((r for r in recipes if pf.startswith(r + "-")), None)
+        for path in glob.glob(os.path.join(directory, pf, "do_*_setscene")) if recipe else ():
+            times = durations.read_task_stats(path)
+            if times:
+                found[(recipe, os.path.basename(path)[:-len("_setscene")])] = times[1] - times[0]
+    return found
 
 
 def write_report(d, record, succeeded):
@@ -77,8 +117,9 @@ def write_report(d, record, succeeded):
     timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
     if record.misses():
         index, source = find_index(d, timeout)
-    timed, timed_source = find_durations(d, timeout) if record.restored() else (None, None)
-    doc = record.document(index, source, succeeded, durations=timed, durations_source=timed_source)
+    timed, timed_source = find_durations(d, timeout) if record.restored() or record.covered else (None, None)
+    doc = record.document(index, source, succeeded, durations=timed, durations_source=timed_source,
+                          setscene=setscene_times(d, record))
     directory = os.path.join(d.getVar("LOG_DIR"), "equivcache")
     name = "%s.json" % (record.name or time.strftime("%Y%m%d%H%M%S"))
     try:

@@ -10,9 +10,11 @@
 # mirrors), equivcache.bbclass with the runqueue's events (SetsceneUse, and
 # the real tasks in BuildRecord). At BuildCompleted the class
 # writes document() as JSON under ${LOG_DIR}/equivcache/ and prints
-# summary_line(). The document's schema is schemas/report-v2.json (version 2
+# summary_line(). The document's schema is schemas/report-v3.json (version 2
 # added "saved": what the restored tasks took their producers, from the
-# cache's durations.json).
+# cache's durations.json; version 3 the tasks that did not run because
+# restored objects covered them, bitbake's runQueueTaskSkipped "covered",
+# each credited with its producer's time, and the build's wall time).
 
 import os
 import time
@@ -20,7 +22,7 @@ import time
 from equivcache.formatting import duration, human, utc_iso
 
 FORMAT = "equivcache-report"
-VERSION = 2
+VERSION = 3
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "report-v%d.json" % VERSION)
 
 # Why a setscene task missed, most specific first.
@@ -122,6 +124,7 @@ class SetsceneUse:
         self.scene_completed = {}    # tid: when
         self.scene_failed = set()
         self.downloads = []          # (tid, bytes, seconds)
+        self.covered = {}            # tid: {"recipe", "task", "unihash", "taskhash"} of the tasks skipped as covered
 
     def sstate_checked(self, entries):
         """One call of sstate_checkhashes: {tid: entry}, entry["where"] being
@@ -169,6 +172,12 @@ class SetsceneUse:
     def scene_task_failed(self, tid):
         self.scene_failed.add(tid)
 
+    def task_covered(self, tid, recipe, task, unihash, taskhash):
+        """A real task bitbake skipped because the objects restored covered
+        it (runQueueTaskSkipped, reason "covered"; noexec tasks left out by
+        the caller: they cost nothing)."""
+        self.covered[tid] = {"recipe": recipe, "task": task, "unihash": unihash, "taskhash": taskhash}
+
     def misses(self, index=None, guessed=()):
         """[(tid, entry, class, other unihashes)] of every setscene task the
         cache did not give: missed by the check, or found on the mirror and
@@ -194,30 +203,49 @@ class SetsceneUse:
                 result.append((tid, entry, max(0.0, done - self.scene_started.get(tid, done))))
         return result
 
-    def saved(self, durations=None, source=None):
-        """The "saved" part of the document: for each restored task, what
-        its producer took for it (durations: {(task, unihash): seconds} of
-        the cache's durations.json, None if there is none), what its
-        setscene task took here, and the sums; unknown durations counted."""
+    def saved(self, durations=None, source=None, wall=None, setscene=None):
+        """The "saved" part of the document: each task the cache spared this
+        build, once: restored (its setscene task gave its object) or covered
+        (skipped because restored objects made it unnecessary), with what its
+        producer took for it (durations: {(task, unihash): seconds} of the
+        cache's durations.json, None if there is none) and what restoring it
+        took here; the sums, unknown durations counted, never guessed, and
+        the ratio of the time saved to this build's wall time. setscene:
+        {(recipe, task): seconds} of the setscene tasks in this build's
+        buildstats, preferred to the time between their events."""
         tasks = []
-        for tid, e, spent in self.restored():
-            producer = (durations or {}).get((e["task"], e["unihash"]))
-            tasks.append({"recipe": e["recipe"], "task": e["task"], "unihash": e["unihash"], "from": e["where"],
-                          "equivalent": e["unihash"] != e["taskhash"], "producer_seconds": producer,
-                          "setscene_seconds": round(spent, 3)})
+        restored = self.restored()
+        for tid, e, spent in restored:
+            spent = (setscene or {}).get((e["recipe"], e["task"]), spent)
+            tasks.append(self._spared(e, "restored", e["where"], durations, round(spent, 3)))
+        done = {tid for tid, _, _ in restored}
+        for tid, e in sorted(self.covered.items()):
+            if tid not in done:
+                tasks.append(self._spared(e, "covered", None, durations, 0.0))
         timed = [t for t in tasks if t["producer_seconds"] is not None]
         producer = sum(t["producer_seconds"] for t in timed)
         spent = sum(t["setscene_seconds"] for t in timed)
+        net = round(producer - spent, 3)
         return {
             "durations": source,
-            "restored": len(tasks),
+            "skipped": len(tasks),
+            "restored": len(restored),
+            "covered": len(tasks) - len(restored),
             "timed": len(timed),
             "unknown": len(tasks) - len(timed),
             "producer_seconds": round(producer, 3),
             "setscene_seconds": round(spent, 3),
-            "net_seconds": round(producer - spent, 3),
+            "net_seconds": net,
+            "wall_seconds": None if wall is None else round(wall, 3),
+            "ratio": round(net / wall, 4) if wall else None,
             "tasks": tasks,
         }
+
+    @staticmethod
+    def _spared(e, how, where, durations, spent):
+        return {"recipe": e["recipe"], "task": e["task"], "unihash": e["unihash"], "how": how, "from": where,
+                "equivalent": e["unihash"] != e["taskhash"],
+                "producer_seconds": (durations or {}).get((e["task"], e["unihash"])), "setscene_seconds": spent}
 
     def setscene_document(self):
         return dict(self.first, rechecked=self.rechecked, found_on_recheck=self.found_on_recheck,
@@ -259,7 +287,8 @@ class BuildRecord(SetsceneUse, HashServerUse):
         return SetsceneUse.misses(self, index, self.guessed)
 
     def document(self, index=None, index_source=None, succeeded=True, finished=None, durations=None,
-                 durations_source=None):
+                 durations_source=None, setscene=None):
+        finished = time.time() if finished is None else finished
         misses = self.misses(index)
         counts = {cls: 0 for cls in CLASSES}
         for _, _, cls, _ in misses:
@@ -272,6 +301,7 @@ class BuildRecord(SetsceneUse, HashServerUse):
                 "targets": self.targets,
                 "started": utc_iso(self.started),
                 "finished": utc_iso(finished),
+                "wall_seconds": round(max(0.0, finished - self.started), 3),
                 "succeeded": bool(succeeded),
             },
             "setscene": self.setscene_document(),
@@ -287,7 +317,7 @@ class BuildRecord(SetsceneUse, HashServerUse):
                     for _, e, cls, others in misses
                 ],
             },
-            "saved": self.saved(durations, durations_source),
+            "saved": self.saved(durations, durations_source, max(0.0, finished - self.started), setscene),
         }
 
 
@@ -329,18 +359,24 @@ def summary_line(doc, path=None):
 
 
 def saved_text(saved):
-    """What the cache saved a build, in words ("" if it restored nothing)."""
-    if not saved["restored"]:
+    """What the cache saved a build, in words ("" if it spared no task)."""
+    skipped = saved.get("skipped", saved["restored"])
+    if not skipped:
         return ""
+    tasks = "%d tasks skipped (%d restored, %d covered)" % (skipped, saved["restored"], saved.get("covered", 0))
     if not saved["timed"]:
-        return "%d tasks restored, time saved unknown (%s)" % (
-            saved["restored"], "no producer timed them" if saved["durations"] else "the cache has no durations")
-    took = "their producers took %s, their setscene tasks %s here" % (
+        return "%s, time saved unknown (%s)" % (
+            tasks, "no producer timed them" if saved["durations"] else "the cache has no durations")
+    took = "their producers took %s, restoring took %s here" % (
         duration(saved["producer_seconds"]), duration(saved["setscene_seconds"]))
     if saved["net_seconds"] > 0:
-        text = "the cache saved %s of build time: %d tasks (%s)" % (duration(saved["net_seconds"]), saved["timed"], took)
+        text = "the cache saved %s of build time" % duration(saved["net_seconds"])
+        if saved.get("wall_seconds"):
+            text += " (%.1fx this build's %s)" % (saved["net_seconds"] / saved["wall_seconds"],
+                                                 duration(saved["wall_seconds"]))
     else:
-        text = "the cache saved no build time: %d tasks (%s)" % (saved["timed"], took)
+        text = "the cache saved no build time"
+    text += ": %s; %s" % (tasks, took)
     if saved["unknown"]:
-        text += ", %d more of unknown duration" % saved["unknown"]
+        text += "; %d of unknown duration" % saved["unknown"]
     return text

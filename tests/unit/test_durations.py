@@ -83,6 +83,7 @@ def entry(recipe, task, where, unihash, taskhash=None):
 
 
 def test_report_saved_with_unknown():
+    """Restored and covered tasks, each credited once with its producer's time; unknown ones counted."""
     r = report.BuildRecord("20261203000000", ["core-image-minimal"], started=100.0)
     r.sstate_checked({
         "gcc:do_install": entry("gcc", "do_install", "mirror", H["d"], taskhash=H["a"]),
@@ -97,24 +98,58 @@ def test_report_saved_with_unknown():
         r.scene_task_completed(tid, end)
     r.scene_task_started("bash:do_package", 202.0)
     r.scene_task_failed("bash:do_package")
-    timed = {("do_install", H["d"]): 90.0, ("do_package", H["e"]): 12.0, ("do_package", H["b"]): 7.0}
-    doc = r.document(durations=timed, durations_source="http://127.0.0.1:1/durations.json")
+    # Covered: gcc's compile (timed), its install again (restored: counted once), popt's compile (not timed).
+    r.task_covered("gcc:do_compile", "gcc", "do_compile", H["c"], H["c"])
+    r.task_covered("gcc:do_install", "gcc", "do_install", H["d"], H["a"])
+    r.task_covered("popt:do_compile", "popt", "do_compile", H["b"] * 2, H["b"] * 2)
+    timed = {("do_install", H["d"]): 90.0, ("do_package", H["e"]): 12.0, ("do_package", H["b"]): 7.0,
+             ("do_compile", H["c"]): 600.0}
+    doc = r.document(durations=timed, durations_source="http://127.0.0.1:1/durations.json", finished=400.0)
     with open(report.SCHEMA) as f:
         jsonschema.validate(doc, json.load(f))
     saved = doc["saved"]
-    assert {k: saved[k] for k in ("restored", "timed", "unknown", "producer_seconds", "setscene_seconds",
-                                  "net_seconds")} == {"restored": 3, "timed": 2, "unknown": 1,
-                                                      "producer_seconds": 102.0, "setscene_seconds": 3.5,
-                                                      "net_seconds": 98.5}
-    tasks = {t["recipe"]: t for t in saved["tasks"]}
-    assert tasks["gcc"]["equivalent"] and tasks["gcc"]["from"] == "mirror" and tasks["gcc"]["setscene_seconds"] == 3.0
-    assert tasks["popt"]["producer_seconds"] is None and not tasks["busybox"]["equivalent"]
-    assert "; the cache saved 1 min 39 s of build time: 2 tasks (their producers took 1 min 42 s, their setscene " \
-        "tasks 3.5 s here), 1 more of unknown duration; hash server: " in report.summary_line(doc)
+    assert {k: saved[k] for k in ("skipped", "restored", "covered", "timed", "unknown", "producer_seconds",
+                                  "setscene_seconds", "net_seconds", "wall_seconds", "ratio")} == {
+        "skipped": 5, "restored": 3, "covered": 2, "timed": 3, "unknown": 2, "producer_seconds": 702.0,
+        "setscene_seconds": 3.5, "net_seconds": 698.5, "wall_seconds": 300.0, "ratio": 2.3283}
+    assert doc["build"]["wall_seconds"] == 300.0
+    tasks = {(t["recipe"], t["task"]): t for t in saved["tasks"]}
+    assert len(tasks) == len(saved["tasks"]) == 5
+    gcc = tasks[("gcc", "do_install")]
+    assert gcc["equivalent"] and gcc["how"] == "restored" and gcc["from"] == "mirror" and gcc["setscene_seconds"] == 3.0
+    assert tasks[("gcc", "do_compile")] == {"recipe": "gcc", "task": "do_compile", "unihash": H["c"], "how": "covered",
+                                            "from": None, "equivalent": False, "producer_seconds": 600.0,
+                                            "setscene_seconds": 0.0}
+    assert tasks[("popt", "do_package")]["producer_seconds"] is None and not tasks[("busybox", "do_package")]["equivalent"]
+    assert "; the cache saved 12 min of build time (2.3x this build's 5 min 00 s): 5 tasks skipped (3 restored, " \
+        "2 covered); their producers took 12 min, restoring took 3.5 s here; 2 of unknown duration; hash " \
+        "server: " in report.summary_line(doc)
+    # The setscene time of this build's own buildstats, where it has them, rather than its events'.
+    timed_here = r.document(durations=timed, finished=400.0, setscene={("gcc", "do_install"): 1.5})["saved"]
+    assert (timed_here["setscene_seconds"], timed_here["net_seconds"]) == (2.0, 700.0)
     # No durations at all: counted, never guessed.
-    none = r.document()["saved"]
-    assert (none["timed"], none["unknown"], none["net_seconds"]) == (0, 3, 0.0)
-    assert report.saved_text(none) == "3 tasks restored, time saved unknown (the cache has no durations)"
+    none = r.document(finished=400.0)["saved"]
+    assert (none["timed"], none["unknown"], none["net_seconds"]) == (0, 5, 0.0)
+    assert report.saved_text(none) == "5 tasks skipped (3 restored, 2 covered), time saved unknown (the cache has " \
+        "no durations)"
+
+
+def test_durations_kept_for_what_the_cache_restores():
+    """The cache keeps the durations of its objects' tasks, and of the other tasks of their recipes, the
+    newest PER_TASK of each recipe and task; none of a recipe it holds no object of."""
+    present = {("gcc", "do_populate_sysroot", H["a"])}
+    old = {("gcc", "do_compile", "%064d" % i): {"seconds": float(i), "producer": "ci-1", "measured": "2026-12-%02dT00:00:00Z" % i}
+           for i in range(1, 11)}
+    new = {("gcc", "do_populate_sysroot", H["a"]): {"seconds": 1.0, "producer": "ci-1", "measured": "2026-12-20T00:00:00Z"},
+           ("zlib", "do_compile", H["b"]): {"seconds": 5.0, "producer": "ci-1", "measured": "2026-12-20T00:00:00Z"}}
+    kept = durations.merged(old, new, present)
+    assert set(kept) == {("gcc", "do_populate_sysroot", H["a"])} | {("gcc", "do_compile", "%064d" % i)
+                                                                     for i in range(3, 11)}
+    assert durations.PER_TASK == 8
+    assert durations.merged(kept, {}, set()) == {}
+    v1 = {"format": "equivcache-durations", "version": 1, "tasks": [dict(recipe="gcc", task="do_install", unihash=H["d"],
+                                                                         seconds=2.0, producer="x", measured="y")]}
+    assert durations.seconds_by_task(v1) == {("do_install", H["d"]): 2.0}
 
 
 def test_duration_words():
