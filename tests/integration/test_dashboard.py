@@ -61,25 +61,32 @@ def post(url, body):
 
 def timed_producer(directory, recipes):
     """A producer (make_producer) whose buildstats and signature data time
-    each recipe's do_populate_sysroot: {(recipe, task, unihash): seconds}."""
+    each recipe's do_compile (no object: restoring the recipe spares it) and
+    do_populate_sysroot: {(recipe, task, unihash): seconds}."""
     entries = [(h("t" + r), h("o" + r), h("u" + r), r, "do_populate_sysroot") for r in recipes]
     make_producer(directory, entries)
     tmp = os.path.join(directory, "tmp")
     expected = {}
     for i, recipe in enumerate(recipes):
-        started, seconds = 1000.0 + 100 * i, 1.25 + 3 * i
-        buildstats_task(os.path.join(tmp, "buildstats"), "20261201000000", "%s-1.0-r0" % recipe,
-                        "do_populate_sysroot", started, started + seconds)
-        sigdata(os.path.join(tmp, "stamps"), "x86_64-linux", recipe, "1.0", "do_populate_sysroot", h("u" + recipe),
-                started + seconds + 0.02)
-        expected[(recipe, "do_populate_sysroot", h("u" + recipe))] = seconds
+        started = 1000.0 + 100 * i
+        for task, unihash, seconds in (("do_compile", h("c" + recipe), 20.0 + i),
+                                       ("do_populate_sysroot", h("u" + recipe), 1.25 + 3 * i)):
+            buildstats_task(os.path.join(tmp, "buildstats"), "20261201000000", "%s-1.0-r0" % recipe, task, started,
+                            started + seconds)
+            sigdata(os.path.join(tmp, "stamps"), "x86_64-linux", recipe, "1.0", task, unihash, started + seconds + 0.02)
+            expected[(recipe, task, unihash)] = seconds
+            started += 50
     return expected
 
 
-def consumer_report(restored, timed, source):
-    """A build report of a consumer that restored `restored` ({(recipe, task, unihash)}) from the mirror,
-    one second of setscene each, and missed one task."""
-    r = report.BuildRecord("20261203%06d" % len(restored), ["core-image-minimal"], started=time.time() - 60)
+def consumer_report(spared, timed, source):
+    """A build report of a consumer that restored the do_populate_sysroot of `spared` ({(recipe, task,
+    unihash)}) from the mirror, one second of setscene each, skipped their other tasks as covered,
+    and missed one task."""
+    r = report.BuildRecord("20261203%06d" % len(spared), ["core-image-minimal"], started=time.time() - 60)
+    restored = {k for k in spared if k[1] == "do_populate_sysroot"}
+    for recipe, task, unihash in spared - restored:
+        r.task_covered("%s:%s" % (recipe, task), recipe, task, unihash, unihash)
     entries = {"%s:%s" % (k[0], k[1]): {"recipe": k[0], "task": k[1], "unihash": k[2], "taskhash": k[2],
                                         "where": "mirror", "path": ""} for k in restored}
     entries["zlib:do_package"] = {"recipe": "zlib", "task": "do_package", "unihash": h("z"), "taskhash": h("z"),
@@ -97,13 +104,14 @@ def test_durations_through_publish_to_the_report(tmp_path):
     cache_dir = str(tmp_path / "cache")
     result = run("publish", "--from", str(tmp_path / "p1"), cache_dir)
     assert result.returncode == 0, result
-    assert "durations: 3 of the sstate objects' tasks timed by the producer's buildstats" in result.stdout
-    assert "durations: 3 objects' tasks newly timed" in result.stdout
+    assert "durations: 6 tasks timed by the producer's buildstats (3 with an sstate object, 3 that restoring " \
+        "their recipe's objects spares)" in result.stdout
+    assert "durations: 3 objects' tasks and 3 tasks they spare newly timed" in result.stdout
     server = CacheServer(cache_dir)
     try:
         _, kind, body = get(server.url + "/" + durations.NAME)
         doc = json.loads(body)
-        jsonschema.validate(doc, schema("durations-v1.json"))
+        jsonschema.validate(doc, schema("durations-v2.json"))
         assert {k: e["seconds"] for k, e in durations.entries_of(doc).items()} == expected
         assert {e["producer"] for e in doc["tasks"]} == {"local"}
 
@@ -120,22 +128,23 @@ def test_durations_through_publish_to_the_report(tmp_path):
         more = timed_producer(str(tmp_path / "p3"), ["ee"])
         result = run("publish", "--from", str(tmp_path / "p3"), "--to", server.url, "--token-file", str(token_file))
         assert result.returncode == 0, result
-        assert "durations: 1 objects' tasks newly timed" in result.stdout
+        assert "durations: 1 objects' tasks and 1 tasks they spare newly timed" in result.stdout
         doc = json.loads(get(server.url + "/" + durations.NAME)[2])
         assert {k: (e["seconds"], e["producer"]) for k, e in durations.entries_of(doc).items()} == {
             **{k: (s, "local") for k, s in expected.items()}, **{k: (s, "ci-2") for k, s in more.items()}}
 
-        # The report of a consumer that restored aa, bb, ee and dd (untimed).
-        restored = set(expected) - {("cc", "do_populate_sysroot", h("ucc"))} | set(more) | \
-            {("dd", "do_populate_sysroot", h("u2"))}
-        saved = consumer_report(restored, durations.seconds_by_task(doc), server.url + "/durations.json")["saved"]
-        timed = [s for k, s in list(expected.items()) + list(more.items()) if k in restored]
-        assert (saved["restored"], saved["timed"], saved["unknown"]) == (4, 3, 1)
+        # The report of a consumer that restored aa, bb, ee and dd (untimed), and skipped their compiles.
+        spared = {k for k in set(expected) | set(more) if k[0] != "cc"} | {("dd", "do_populate_sysroot", h("u2")),
+                                                                           ("dd", "do_compile", h("cdd"))}
+        saved = consumer_report(spared, durations.seconds_by_task(doc), server.url + "/durations.json")["saved"]
+        timed = [s for k, s in list(expected.items()) + list(more.items()) if k in spared]
+        assert (saved["skipped"], saved["restored"], saved["covered"], saved["timed"], saved["unknown"]) == \
+            (8, 4, 4, 6, 2)
         assert saved["producer_seconds"] == pytest.approx(sum(timed))
         assert saved["net_seconds"] == pytest.approx(sum(timed) - 3.0)
         # Publishes per producer, local and remote, with the files each brought (objects, .siginfo, sigdata).
         publishes = {p["producer"]: p for p in json.loads(get(server.url + "/api/v1/summary")[2])["publishes"]}
-        assert {n: (p["publishes"], p["files"]) for n, p in publishes.items()} == {"local": (1, 9), "ci-2": (2, 5)}
+        assert {n: (p["publishes"], p["files"]) for n, p in publishes.items()} == {"local": (1, 12), "ci-2": (2, 6)}
     finally:
         assert server.stop() == 0
 
@@ -191,12 +200,14 @@ def test_reports_dashboard_and_status(tmp_path):
         _, kind, body = get(server.url + "/api/v1/summary")
         summary = json.loads(body)
         assert kind == "application/json"
-        jsonschema.validate(summary, schema("dashboard-v1.json"))
+        jsonschema.validate(summary, schema("dashboard-v2.json"))
         b = summary["builds"]
         # Bounded: 6 reports sent, the newest 4 kept.
         assert b["reports"] == 4
         assert [r["reporter"] for r in summary["recent"]] == ["", "builder-4", "builder-3", "builder-2"]
-        assert b["restored"] == 4 * 2 and b["unknown"] == 0
+        assert (b["skipped"], b["restored"], b["covered"], b["unknown"]) == (16, 8, 8, 0)
+        assert b["ratio"] == pytest.approx(b["net_seconds"] / b["wall_seconds"], abs=1e-3) and b["wall_seconds"] > 0
+        assert summary["per_day"][-1]["skipped"] == 16 and summary["recent"][0]["covered"] == 2
         assert b["net_seconds"] == pytest.approx(4 * full["saved"]["net_seconds"])
         assert b["hit_rate"] == pytest.approx(2 / 3, abs=1e-4)
         assert summary["misses"] == [{"recipe": "zlib", "task": "do_package", "builds": 4,
@@ -205,13 +216,14 @@ def test_reports_dashboard_and_status(tmp_path):
         assert summary["cache"]["objects"] == 2 and summary["hashserv"]["unihashes_v3"] == 2
         reports = json.loads(get(server.url + "/api/v1/reports?limit=2")[2])
         assert [r["id"] for r in reports["reports"]] == [sent[-1][0] + 1, sent[-1][0]]
-        jsonschema.validate(reports["reports"][0], dict(schema("dashboard-v1.json")["$defs"]["report"],
-                                                        **{"$defs": schema("dashboard-v1.json")["$defs"]}))
+        jsonschema.validate(reports["reports"][0], dict(schema("dashboard-v2.json")["$defs"]["report"],
+                                                        **{"$defs": schema("dashboard-v2.json")["$defs"]}))
 
         _, kind, page = get(server.url + "/")
         page = page.decode()
         assert kind.startswith("text/html") and "<script" not in page
         assert '<b id="builds">4</b>' in page and '<b id="hit-rate">66.7%</b>' in page
+        assert '<b id="skipped">16</b>' in page and '<b id="covered">8</b>' in page
         assert "equivcache-doctor" in page
         for plot in ("/plots/hit-rate.svg", "/plots/saved.svg"):
             _, kind, svg = get(server.url + plot)
@@ -224,7 +236,8 @@ def test_reports_dashboard_and_status(tmp_path):
 
         result = run("status", cache_dir)
         assert result.returncode == 0, result
-        assert "builds reported  4 (setscene hit rate 66.7%; saved" in result.stdout, result.stdout
+        assert "builds reported  4 (setscene hit rate 66.7%; 16 tasks skipped: 8 restored, 8 covered; saved " \
+            in result.stdout, result.stdout
         assert "publishes        1 by 1 producers" in result.stdout
         assert "misses most      zlib:do_package (in 4 builds)" in result.stdout
     finally:
@@ -287,3 +300,32 @@ def test_history_in_postgresql(tmp_path):
         assert not os.path.exists(os.path.join(cache_dir, "server", "history.db"))
     finally:
         postgres.stop()
+
+
+def test_history_adds_columns_to_an_older_table(tmp_path):
+    """A history kept by an older server (no covered or wall_seconds columns) takes version 3 reports:
+    the columns are added on first use, the old rows kept."""
+    import sqlite3
+    layout = Layout(str(tmp_path / "cache"))
+    layout.create()
+    path = os.path.join(layout.private, "history.db")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE equivcache_reports (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, %s)"
+                   % ", ".join("%s %s" % c[:2] for c in history_columns_before()))
+        db.execute("INSERT INTO equivcache_reports (at, reporter, build, targets, succeeded, wanted, local_hits, "
+                   "mirror_hits, missed, tasks_run, restored, timed, unknown, producer_seconds, setscene_seconds, "
+                   "net_seconds, misses) VALUES (?, 'old', 'b', 't', 1, 2, 1, 1, 0, 0, 2, 2, 0, 3.0, 1.0, 2.0, '[]')",
+                   (time.time() - 60,))
+    history = History(layout, layout.database)
+    doc = consumer_report({("aa", "do_populate_sysroot", h("uaa")), ("aa", "do_compile", h("caa"))},
+                          {("do_compile", h("caa")): 30.0}, "x")
+    history.add_report(doc)
+    rows = history.rows("equivcache_reports")
+    assert [(r["reporter"], r["covered"]) for r in rows] == [("old", None), ("", 1)]
+    assert rows[1]["wall_seconds"] == pytest.approx(doc["build"]["wall_seconds"])
+
+
+def history_columns_before():
+    from equivcache.server.store.history import ADDED_COLUMNS, REPORT_COLUMNS
+    added = {c for _, c, _, _ in ADDED_COLUMNS}
+    return [c for c in REPORT_COLUMNS if c[0] not in added]

@@ -70,9 +70,15 @@ def headline(layout, state):
     b = s["builds"]
     lines = []
     if b["reports"]:
-        lines.append("  %-16s %d (setscene hit rate %.1f%%; saved %s over %d restored tasks%s)" % (
-            "builds reported", b["reports"], 100 * (b["hit_rate"] or 0), duration(max(0.0, b["net_seconds"])),
-            b["restored"], ", %d of unknown duration" % b["unknown"] if b["unknown"] else ""))
+        lines.append("  %-16s %d (setscene hit rate %.1f%%; %d tasks skipped: %d restored, %d covered; saved %s%s%s)"
+                     % ("builds reported", b["reports"], 100 * (b["hit_rate"] or 0), b["skipped"], b["restored"],
+                        b["covered"], duration(max(0.0, b["net_seconds"])),
+                        ", %.1fx the builds' own time" % max(0.0, b["ratio"]) if b["ratio"] is not None else "",
+                        ", %d tasks of unknown duration" % b["unknown"] if b["unknown"] else ""))
+        if s["per_day"]:
+            day = s["per_day"][-1]
+            lines.append("  %-16s %s: %d builds, %d tasks skipped, saved %s" % (
+                "last day", day["day"], day["builds"], day["skipped"], duration(max(0.0, day["net_seconds"]))))
     else:
         lines.append("  %-16s none yet (EQUIVCACHE_REPORT_TO in the builds' configuration)" % "builds reported")
     if s["publishes"]:

@@ -4,7 +4,7 @@
 # mirror: what the cache gave the builds that report to it
 # (EQUIVCACHE_REPORT_TO), how full it is, who publishes, what misses most.
 # One HTML page without JavaScript, plots drawn here (plots.py), and a JSON
-# API with the same numbers (schema: schemas/dashboard-v1.json):
+# API with the same numbers (schema: schemas/dashboard-v2.json):
 #
 #   GET  /                       the page
 #   GET  /plots/hit-rate.svg     hit rate per build and per day
@@ -31,8 +31,9 @@ from equivcache.server.store.history import MAX_ROWS
 logger = logging.getLogger("equivcache.server")
 
 FORMAT = "equivcache-dashboard"
-VERSION = 1
+VERSION = 2
 API = "/api/v1/"
+REPORT_VERSIONS = (1, 2, buildreport.VERSION)
 REPORT_LIMIT = 4 << 20
 RECENT = 50
 TOP_MISSES = 20
@@ -51,18 +52,21 @@ def _count(doc, *keys):
 
 
 def check_report(doc):
-    """A report as reportsend.py sends it (version 1 reports get an empty "saved"); Refused if malformed."""
+    """A report as reportsend.py sends it, of any version this server reads
+    (version 1: no "saved"; version 2: no covered tasks, no wall time);
+    Refused if malformed."""
     if not isinstance(doc, dict) or doc.get("format") != buildreport.FORMAT:
         raise Refused(400, "not an equivcache build report (format %s)" % buildreport.FORMAT)
-    if doc.get("version") not in (1, buildreport.VERSION):
-        raise Refused(400, "build report version %r: this server reads versions 1 and %d"
-                      % (doc.get("version"), buildreport.VERSION))
+    if doc.get("version") not in REPORT_VERSIONS:
+        raise Refused(400, "build report version %r: this server reads versions %s"
+                      % (doc.get("version"), ", ".join(map(str, REPORT_VERSIONS))))
     if doc["version"] == 1:
         doc["saved"] = {"durations": None, "restored": 0, "timed": 0, "unknown": 0, "producer_seconds": 0.0,
                         "setscene_seconds": 0.0, "net_seconds": 0.0}
     for keys in (("setscene", "wanted"), ("setscene", "local"), ("setscene", "mirror"), ("setscene", "missed"),
                  ("tasks", "run"), ("saved", "restored"), ("saved", "timed"), ("saved", "unknown"),
-                 ("saved", "producer_seconds"), ("saved", "setscene_seconds"), ("saved", "net_seconds")):
+                 ("saved", "producer_seconds"), ("saved", "setscene_seconds"), ("saved", "net_seconds")) + (
+                     (("saved", "covered"), ("build", "wall_seconds")) if doc["version"] >= 3 else ()):
         _count(doc, *keys)
     build = doc.get("build")
     if not (isinstance(build, dict) and isinstance(build.get("name"), str) and isinstance(build.get("targets"), list)
@@ -87,8 +91,27 @@ def _day(at):
     return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
+def _ratio(net, wall):
+    return round(net / wall, 4) if wall else None
+
+
+def _saved(rows):
+    """The time-saved figures of report rows: tasks skipped (restored and covered), time saved, how much
+    of it unknown, and its ratio to the wall time of the builds that give one (version 3 reports)."""
+    walled = [r for r in rows if r.get("wall_seconds")]
+    return {
+        "skipped": sum(r["restored"] + (r.get("covered") or 0) for r in rows),
+        "restored": sum(r["restored"] for r in rows),
+        "covered": sum(r.get("covered") or 0 for r in rows),
+        "unknown": sum(r["unknown"] for r in rows),
+        "net_seconds": round(sum(r["net_seconds"] for r in rows), 3),
+        "wall_seconds": round(sum(r["wall_seconds"] for r in walled), 3),
+        "ratio": _ratio(sum(r["net_seconds"] for r in walled), sum(r["wall_seconds"] for r in walled)),
+    }
+
+
 def summarize(reports, publishes, gc_runs, cache_state, hashserv_rows, now=None):
-    """The numbers of the dashboard (schemas/dashboard-v1.json) from the
+    """The numbers of the dashboard (schemas/dashboard-v2.json) from the
     history's rows, the cache's size and bound, and hashserv's row counts."""
     wanted = sum(r["wanted"] for r in reports)
     hits = sum(r["local_hits"] + r["mirror_hits"] for r in reports)
@@ -113,23 +136,19 @@ def summarize(reports, publishes, gc_runs, cache_state, hashserv_rows, now=None)
         "format": FORMAT,
         "version": VERSION,
         "generated": utc_iso(now),
-        "builds": {
+        "builds": dict({
             "reports": len(reports),
             "wanted": wanted,
             "hits": hits,
             "hit_rate": _rate(hits, wanted),
-            "restored": sum(r["restored"] for r in reports),
-            "unknown": sum(r["unknown"] for r in reports),
             "producer_seconds": round(sum(r["producer_seconds"] for r in reports), 3),
             "setscene_seconds": round(sum(r["setscene_seconds"] for r in reports), 3),
-            "net_seconds": round(sum(r["net_seconds"] for r in reports), 3),
-        },
-        "per_day": [{
+        }, **_saved(reports)),
+        "per_day": [dict({
             "day": day,
             "builds": len(rs),
             "hit_rate": _rate(sum(r["local_hits"] + r["mirror_hits"] for r in rs), sum(r["wanted"] for r in rs)),
-            "net_seconds": round(sum(r["net_seconds"] for r in rs), 3),
-        } for day, rs in sorted(days.items())],
+        }, **_saved(rs)) for day, rs in sorted(days.items())],
         "recent": [public_report(r) for r in reports[-RECENT:]][::-1],
         "misses": [{"recipe": recipe, "task": task, "builds": n, "classes": dict(classes[(recipe, task)])}
                    for (recipe, task), n in sorted(misses.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_MISSES]],
@@ -150,7 +169,9 @@ def public_report(row):
         "hit_rate": _rate(row["local_hits"] + row["mirror_hits"], row["wanted"]), "tasks_run": row["tasks_run"],
         "restored": row["restored"], "timed": row["timed"], "unknown": row["unknown"],
         "producer_seconds": row["producer_seconds"], "setscene_seconds": row["setscene_seconds"],
-        "net_seconds": row["net_seconds"],
+        "net_seconds": row["net_seconds"], "covered": row.get("covered") or 0,
+        "skipped": row["restored"] + (row.get("covered") or 0), "wall_seconds": row.get("wall_seconds"),
+        "ratio": _ratio(row["net_seconds"], row.get("wall_seconds")),
         "misses": [{"recipe": m[0], "task": m[1], "class": m[2]} for m in json.loads(row["misses"] or "[]")],
     }
 
@@ -238,6 +259,11 @@ img{max-width:100%}.note{color:#666}
 """
 
 
+def _times(ratio):
+    """A ratio of time saved, shown from 0 as the time saved is (the API keeps its sign)."""
+    return "n/a" if ratio is None else "%.1fx" % max(0.0, ratio)
+
+
 def _pct(rate):
     return "n/a" if rate is None else "%.1f%%" % (100 * rate)
 
@@ -256,7 +282,10 @@ def page(s):
         ("builds", "builds reported", str(b["reports"])),
         ("hit-rate", "setscene hit rate", _pct(b["hit_rate"])),
         ("saved", "build time saved", duration(max(0.0, b["net_seconds"]))),
-        ("restored", "tasks restored", str(b["restored"])),
+        ("ratio", "times the builds' own time", _times(b["ratio"])),
+        ("skipped", "tasks skipped", str(b["skipped"])),
+        ("restored", "restored", str(b["restored"])),
+        ("covered", "covered", str(b["covered"])),
         ("unknown", "of unknown duration", str(b["unknown"])),
     ]
     out = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>equivcache dashboard</title>",
@@ -267,9 +296,10 @@ def page(s):
     for ident, label, value in figures:
         out.append("<div class=\"figure\"><b id=\"%s\">%s</b>%s</div>" % (ident, e(value), e(label)))
     out.append("</div>")
-    out.append("<p>Time saved is what the restored tasks took their producers (the cache's durations.json) less "
-               "what their setscene tasks took here; tasks without a producer's duration are counted as unknown, "
-               "never guessed.</p>")
+    out.append("<p>A build skips the tasks the cache restored and the tasks those covered (fetch, configure, "
+               "compile, install of the restored recipes); time saved is what each skipped task took its producer "
+               "(the cache's durations.json), each once, less what restoring took here. Tasks without a producer's "
+               "duration are counted as unknown, never guessed.</p>")
     out.append("<h2>Hit rate and time saved</h2>")
     if b["reports"]:
         out.append("<img src=\"/plots/hit-rate.svg\" alt=\"setscene hit rate per build and per day\">")
@@ -278,15 +308,18 @@ def page(s):
         out.append("<p>No build has reported yet: set <code>EQUIVCACHE_REPORT_TO = \"URL of this cache\"</code> "
                    "in the builds' local.conf (with <code>INHERIT += \"equivcache\"</code> and "
                    "<code>BB_SIGNATURE_HANDLER = \"EquivCacheHash\"</code>).</p>")
-    out.append(_table(["day", "builds", "hit rate", "time saved"],
-                      [(e(d["day"]), d["builds"], _pct(d["hit_rate"]), duration(max(0.0, d["net_seconds"])))
+    out.append(_table(["day", "builds", "hit rate", "tasks skipped", "time saved", "times the builds' time",
+                       "unknown"],
+                      [(e(d["day"]), d["builds"], _pct(d["hit_rate"]), d["skipped"],
+                        duration(max(0.0, d["net_seconds"])), _times(d["ratio"]), d["unknown"])
                        for d in reversed(s["per_day"])]))
     out.append("<h2>Recent builds</h2>")
     out.append(_table(["received", "reporter", "targets", "wanted", "local", "mirror", "missed", "hit rate",
-                       "saved", "unknown"],
+                       "skipped", "saved", "times its time", "unknown"],
                       [(e(r["received"]), e(r["reporter"] or "-"), e(" ".join(r["targets"])), r["wanted"], r["local"],
-                        r["mirror"], r["missed"], _pct(r["hit_rate"]), duration(max(0.0, r["net_seconds"])),
-                        r["unknown"]) for r in s["recent"]]))
+                        r["mirror"], r["missed"], _pct(r["hit_rate"]), r["skipped"],
+                        duration(max(0.0, r["net_seconds"])), _times(r["ratio"]), r["unknown"])
+                       for r in s["recent"]]))
     out.append("<h2>What misses most</h2>")
     if s["misses"]:
         out.append(_table(["recipe", "task", "builds", "why"],

@@ -30,7 +30,13 @@ REPORT_COLUMNS = (
     ("restored", "INTEGER", "INTEGER"), ("timed", "INTEGER", "INTEGER"), ("unknown", "INTEGER", "INTEGER"),
     ("producer_seconds", "REAL", "DOUBLE PRECISION"), ("setscene_seconds", "REAL", "DOUBLE PRECISION"),
     ("net_seconds", "REAL", "DOUBLE PRECISION"), ("misses", "TEXT", "TEXT"),
+    ("covered", "INTEGER", "INTEGER"), ("wall_seconds", "REAL", "DOUBLE PRECISION"),
 )
+# Columns added since a table was first made: (table, name, SQLite type,
+# PostgreSQL type), added to an older table on first use.
+ADDED_COLUMNS = (("equivcache_reports", "covered", "INTEGER", "INTEGER"),
+                 ("equivcache_reports", "wall_seconds", "REAL", "DOUBLE PRECISION"))
+MIGRATE = "-- the columns an older SQLite table lacks"
 PUBLISH_COLUMNS = (
     ("producer", "TEXT", "TEXT"), ("objects", "INTEGER", "BIGINT"), ("files", "INTEGER", "BIGINT"),
     ("bytes", "INTEGER", "BIGINT"),
@@ -60,6 +66,7 @@ def report_row(doc):
         "producer_seconds": saved["producer_seconds"], "setscene_seconds": saved["setscene_seconds"],
         "net_seconds": saved["net_seconds"],
         "misses": json.dumps([[t["recipe"], t["task"], t["class"]] for t in doc["misses"]["tasks"]]),
+        "covered": saved.get("covered", 0), "wall_seconds": doc["build"].get("wall_seconds"),
     }
 
 
@@ -100,7 +107,19 @@ class History:
             cols = ", ".join("%s %s" % (c[0], c[1] if self.sqlite else c[2]) for c in columns)
             created.append(("CREATE TABLE IF NOT EXISTS %s (id %s, at %s NOT NULL, %s)" % (table, key, real, cols), ()))
             created.append(("CREATE INDEX IF NOT EXISTS %s_at ON %s (at)" % (table, table), ()))
+        if self.sqlite:
+            created.append((MIGRATE, ()))
+        else:
+            created += [("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s" % (t, c, pg), ())
+                        for t, c, _, pg in ADDED_COLUMNS]
         return created
+
+    @staticmethod
+    def _migrate_sqlite(db):
+        """SQLite has no ADD COLUMN IF NOT EXISTS: the columns an older table lacks, added."""
+        for table, column, kind, _ in ADDED_COLUMNS:
+            if column not in {row[1] for row in db.execute("PRAGMA table_info(%s)" % table)}:
+                db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, kind))
 
     def _sqlite(self, statements, query):
         db = sqlite3.connect(self.path, timeout=30)
@@ -110,7 +129,10 @@ class History:
             db.row_factory = sqlite3.Row
             with db:
                 for sql, args in statements:
-                    db.execute(sql, args)
+                    if sql is MIGRATE:
+                        self._migrate_sqlite(db)
+                    else:
+                        db.execute(sql, args)
             return [dict(r) for r in db.execute(*query)] if query else []
 
     @staticmethod
