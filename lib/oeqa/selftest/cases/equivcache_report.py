@@ -11,7 +11,7 @@ import subprocess
 import urllib.request
 
 from oeqa.core.decorator import OETestTag
-from oeqa.selftest.cases.equivcache_base import TARGET, ProducerTestCase, fresh_bitbake_server
+from oeqa.selftest.cases.equivcache_base import CHAIN, TARGET, ProducerTestCase, fresh_bitbake_server
 from oeqa.utils.commands import get_bb_var, runCmd
 from oeqa.utils.equivcache import DOCTOR, buildstats_durations, wait_for
 from oeqa.utils.equivcache_services import chromium, page_figures
@@ -25,9 +25,11 @@ class EquivCacheReportTests(ProducerTestCase):
 
     def test_report_seed_scenario(self):
         """The build report in the seed's scenario: mirror without upstream (misses), then with it (100%):
-        what the restored tasks took the producer, and the dashboard both builds reported to."""
+        what the tasks the cache spared (restored, and covered by those) took the producer, each once, and
+        the dashboard both builds reported to."""
         cache_dir, server, output = self.publish_and_serve("cache")
-        self.assertRegex(output, r"durations: [1-9]\d* of the sstate objects' tasks timed")
+        self.assertRegex(output, r"durations: [1-9]\d* tasks timed by the producer's buildstats \([1-9]\d* with an "
+                         r"sstate object, [1-9]\d* that restoring their recipe's objects spares\)")
         mirror = "file://.* %s/sstate-cache/PATH;downloadfilename=PATH" % server.url
         base = ('BB_SIGNATURE_HANDLER = "EquivCacheHash"\nBB_HASHSERVE = "auto"\n'
                 'SSTATE_MIRRORS = "%s"\nSSTATE_MIRROR_ALLOW_NETWORK = "1"\nEQUIVCACHE_REPORT_TO = "%s"\n'
@@ -70,34 +72,45 @@ class EquivCacheReportTests(ProducerTestCase):
         self.assertGreater(report["hashserv"]["equivalent"], 0, msg=report)
         self.assertGreater(report["hashserv"]["queries"], report["hashserv"]["equivalent"], msg=report)
         self.assertGreater(report["downloads"]["bytes"], 0, msg=report)
-        self.assert_time_saved(report, produced, server.url, output)
-        self.assertEqual(report["saved"]["restored"], report["setscene"]["completed"], msg=report)
+        self.assert_time_saved(report, produced, server.url, output, complete=True)
         reports.append(report)
         self.assert_dashboard(server.url, reports)
 
-    def assert_time_saved(self, report, produced, url, output):
-        """Every restored task's time saved is the producer's buildstats duration of it, and the total
-        is their sum less the setscene time spent."""
+    def assert_time_saved(self, report, produced, url, output, complete=False):
+        """Every task the cache spared, restored or covered, is in the report once, credited with the
+        producer's buildstats duration of it; the total is their sum less the setscene time spent. A
+        complete consumer (everything from the cache) knows every duration, its compiles' included."""
         saved = report["saved"]
         self.assertEqual(saved["durations"], url + "/durations.json", msg=saved)
         self.assertGreater(saved["restored"], 0, msg=saved)
-        self.assertEqual((saved["timed"], saved["unknown"]), (saved["restored"], 0), msg=saved)
-        expected = 0.0
+        self.assertEqual(saved["skipped"], saved["restored"] + saved["covered"], msg=saved)
+        self.assertEqual(len({(t["recipe"], t["task"]) for t in saved["tasks"]}), len(saved["tasks"]), msg=saved)
+        self.assertEqual(saved["timed"] + saved["unknown"], saved["skipped"], msg=saved)
+        expected = spent = 0.0
         for task in saved["tasks"]:
+            if task["producer_seconds"] is None:
+                continue
             runs = [s for (pf, t), s in produced.items() if t == task["task"] and pf.startswith(task["recipe"] + "-")]
             self.assertEqual(len(runs), 1, msg="%s: %s" % (task, runs))
             self.assertAlmostEqual(task["producer_seconds"], runs[0], places=2, msg=task)
             self.assertGreaterEqual(task["setscene_seconds"], 0.0)
             expected += runs[0]
+            spent += task["setscene_seconds"]
         self.assertAlmostEqual(saved["producer_seconds"], expected, places=2)
-        self.assertGreater(saved["setscene_seconds"], 0.0, msg=saved)
-        self.assertAlmostEqual(saved["net_seconds"], expected - saved["setscene_seconds"], places=2)
+        self.assertAlmostEqual(saved["net_seconds"], expected - spent, places=2)
+        self.assertAlmostEqual(saved["ratio"], saved["net_seconds"] / report["build"]["wall_seconds"], places=3)
+        if complete:
+            self.assertEqual(saved["restored"], report["setscene"]["completed"], msg=report)
+            self.assertEqual(saved["unknown"], 0, msg=saved)
+            self.assertGreater(saved["setscene_seconds"], 0.0, msg=saved)
+            covered = {"%s:%s" % (t["recipe"], t["task"]) for t in saved["tasks"] if t["how"] == "covered"}
+            self.assertLessEqual({"%s:do_compile" % r for r in CHAIN}, covered, msg=saved)
         line = [l for l in output.splitlines() if l.startswith("equivcache: setscene ")]
         self.assertEqual(len(line), 1, msg=output)
         # The line prints the report's figures (equal to the buildstats' sum to the hundredth, above):
         # formatted from the independent sum, 0.849 and 0.85 would print 0.8 s and 0.9 s.
-        self.assertIn("%d tasks (their producers took %s, their setscene tasks %s here)" % (
-            saved["timed"], duration(saved["producer_seconds"]), duration(saved["setscene_seconds"])), line[0])
+        self.assertIn("%d tasks skipped (%d restored, %d covered)" % (saved["skipped"], saved["restored"],
+                                                                       saved["covered"]), line[0])
         self.assertIn("; %s;" % saved_text(saved), line[0])
 
     def assert_dashboard(self, url, reports):
@@ -121,7 +134,13 @@ class EquivCacheReportTests(ProducerTestCase):
         figures = page_figures(chromium(url + "/", self.workdir, screenshot))
         self.assertEqual(figures, {
             "builds": str(len(reports)), "hit-rate": "%.1f%%" % (100.0 * hits / wanted), "saved": duration(max(0.0, net)),
-            "restored": str(sum(r["saved"]["restored"] for r in reports)), "unknown": "0"}, msg=figures)
+            "ratio": "%.1fx" % max(0.0, summary["builds"]["ratio"]),
+            "skipped": str(sum(r["saved"]["skipped"] for r in reports)),
+            "restored": str(sum(r["saved"]["restored"] for r in reports)),
+            "covered": str(sum(r["saved"]["covered"] for r in reports)),
+            "unknown": str(sum(r["saved"]["unknown"] for r in reports))}, msg=figures)
+        self.assertAlmostEqual(summary["builds"]["ratio"], net / sum(r["build"]["wall_seconds"] for r in reports),
+                               places=3)
         self.assertGreater(os.path.getsize(screenshot), 20000)
         self.logger.info("the dashboard, as Chromium shows it: %s" % screenshot)
 
