@@ -4,8 +4,10 @@
 # dashboard (POST /api/v1/reports, lib/equivcache/server/http/dashboard.py) by a
 # process detached from bitbake, so that a slow or absent server never fails
 # or holds the build; its output goes to ${LOG_DIR}/equivcache/report-send.log.
-# What is sent: the report without its per-task list of restored tasks (the
-# misses stay: the dashboard ranks them), and the reporter's name only if
+# What is sent: the report without its per-task list of spared tasks (the
+# misses stay: the dashboard ranks them), with the unihashes of the objects
+# it restored instead (at most RESTORED_LIMIT: the server counts them as
+# used, gc's least recently used), and the reporter's name only if
 # EQUIVCACHE_REPORT_NAME gives one. Pure Python: no bb import.
 #
 #   python3 -m equivcache.reportsend URL REPORT.json [NAME [TOKEN_FILE]]
@@ -27,12 +29,16 @@ LOG = "report-send.log"
 PATH = "/api/v1/reports"
 TIMEOUT = 30
 LIMIT = 4 << 20   # the largest report a server takes
+RESTORED_LIMIT = 20000   # the restored objects' unihashes a report carries (about 1.4 MB)
 
 
 def compact(doc, reporter=""):
-    """What a server keeps of a build report: no per-task list of restored tasks."""
+    """What a server keeps of a build report: no per-task list of spared
+    tasks; the unihashes of the objects restored (the first RESTORED_LIMIT)."""
     sent = dict(doc)
     sent["saved"] = {k: v for k, v in doc["saved"].items() if k != "tasks"}
+    sent["saved"]["restored_unihashes"] = sorted({t["unihash"] for t in doc["saved"].get("tasks", [])
+                                                  if t.get("how", "restored") == "restored"})[:RESTORED_LIMIT]
     sent["reporter"] = reporter
     return sent
 

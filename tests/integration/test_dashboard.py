@@ -59,10 +59,10 @@ def post(url, body):
         return e.code, json.loads(e.read() or b"{}")
 
 
-def timed_producer(directory, recipes):
+def timed_producer(directory, recipes, compile=False):
     """A producer (make_producer) whose buildstats and signature data time
-    each recipe's do_compile (no object: restoring the recipe spares it) and
-    do_populate_sysroot: {(recipe, task, unihash): seconds}."""
+    each recipe's do_populate_sysroot, and with compile its do_compile (no
+    object: restoring the recipe spares it): {(recipe, task, unihash): seconds}."""
     entries = [(h("t" + r), h("o" + r), h("u" + r), r, "do_populate_sysroot") for r in recipes]
     make_producer(directory, entries)
     tmp = os.path.join(directory, "tmp")
@@ -70,7 +70,7 @@ def timed_producer(directory, recipes):
     for i, recipe in enumerate(recipes):
         started = 1000.0 + 100 * i
         for task, unihash, seconds in (("do_compile", h("c" + recipe), 20.0 + i),
-                                       ("do_populate_sysroot", h("u" + recipe), 1.25 + 3 * i)):
+                                       ("do_populate_sysroot", h("u" + recipe), 1.25 + 3 * i))[not compile:]:
             buildstats_task(os.path.join(tmp, "buildstats"), "20261201000000", "%s-1.0-r0" % recipe, task, started,
                             started + seconds)
             sigdata(os.path.join(tmp, "stamps"), "x86_64-linux", recipe, "1.0", task, unihash, started + seconds + 0.02)
@@ -100,7 +100,7 @@ def consumer_report(spared, timed, source):
 
 
 def test_durations_through_publish_to_the_report(tmp_path):
-    expected = timed_producer(str(tmp_path / "p1"), ["aa", "bb", "cc"])
+    expected = timed_producer(str(tmp_path / "p1"), ["aa", "bb", "cc"], compile=True)
     cache_dir = str(tmp_path / "cache")
     result = run("publish", "--from", str(tmp_path / "p1"), cache_dir)
     assert result.returncode == 0, result
@@ -125,7 +125,7 @@ def test_durations_through_publish_to_the_report(tmp_path):
         assert result.returncode == 0, result
         assert "durations: no buildstats at" in result.stdout and 'USER_CLASSES += "buildstats"' in result.stdout
         # A remote producer with buildstats: timed under its token's name.
-        more = timed_producer(str(tmp_path / "p3"), ["ee"])
+        more = timed_producer(str(tmp_path / "p3"), ["ee"], compile=True)
         result = run("publish", "--from", str(tmp_path / "p3"), "--to", server.url, "--token-file", str(token_file))
         assert result.returncode == 0, result
         assert "durations: 1 objects' tasks and 1 tasks they spare newly timed" in result.stdout
@@ -160,7 +160,7 @@ def test_durations_through_publish_to_the_report(tmp_path):
 
 def test_reports_dashboard_and_status(tmp_path):
     cache_dir = str(tmp_path / "cache")
-    timed_producer(str(tmp_path / "p1"), ["aa", "bb"])
+    timed_producer(str(tmp_path / "p1"), ["aa", "bb"], compile=True)
     assert run("publish", "--from", str(tmp_path / "p1"), cache_dir).returncode == 0
     server = CacheServer(cache_dir, extra=["--history-rows", "4"])
     try:

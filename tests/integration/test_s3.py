@@ -27,8 +27,8 @@ from oeqa.utils.equivcache_services import CephRGW
 need_bitbake()
 
 import hashserv  # noqa: E402
-from equivcache import catalog, durations, pathkeys  # noqa: E402
-from test_dashboard import timed_producer  # noqa: E402
+from equivcache import catalog, durations, pathkeys, reportsend  # noqa: E402
+from test_dashboard import consumer_report, timed_producer  # noqa: E402
 from test_server import METHOD, h  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("radosgw") is None or shutil.which("ceph-mon") is None,
@@ -201,7 +201,7 @@ def test_publish_to_a_bucket(rgw, tmp_path):
         return result
     result = server("publish", "--from", str(tmp_path / "p1"), "--state-dir", state, "s3://team-cache/yocto")
     assert result.returncode == 0, result
-    assert "sstate: 6 files copied" in result.stdout and "3 objects' tasks newly timed" in result.stdout, result
+    assert "sstate: 6 files copied" in result.stdout and "3 objects' tasks and 0 tasks they spare newly timed" in result.stdout, result
     assert os.path.isfile(os.path.join(state, "hashserv.db"))   # the equivalences: in the state directory
 
     base = rgw.url + "/team-cache/yocto"
@@ -335,3 +335,39 @@ def test_gc_on_a_bucket_killed_at_every_phase(rgw, s3_env, producers, tmp_path, 
     assert {t["recipe"] for t in timed["tasks"]} == {"recipe3", "recipe4"}
     with contextlib.closing(sqlite3.connect(os.path.join(state, "hashserv.db"))) as db:
         assert {r for r, in db.execute("SELECT unihash FROM unihashes_v3")} == {h("urecipe3"), h("urecipe4")}
+
+
+def test_gc_on_a_bucket_by_real_use(rgw, s3_env, producers, tmp_path):
+    """A bucket keeps no access time: gc counts as used what builds restored (the unihashes of their
+    reports to the cache's serve). An object published long ago and restored by a recent build stays;
+    a newer one nobody restored goes."""
+    s3 = rgw.client()
+    s3.create_bucket(Bucket="gc-by-use")
+    state, url = str(tmp_path / "state"), "s3://gc-by-use/cache"
+
+    def server(*args):
+        return subprocess.run([sys.executable, SERVER, *args], capture_output=True, text=True, env=s3_env, timeout=300)
+    for n in (0, 1):
+        assert server("publish", "--from", str(producers / ("p%d" % n)), "--state-dir", state, url).returncode == 0
+        time.sleep(1.1)   # recipe0's object is the older
+    group = sum(o["Size"] for area in ("sstate-cache", "siginfo")
+                for o in s3.list_objects_v2(Bucket="gc-by-use", Prefix="cache/%s/" % area)["Contents"]) // 2
+    bound = ("--max-size", str(group), "--keep-publishes", "0", "--grace-days", "0")
+    before = server("gc", "--dry-run", *bound, "--state-dir", state, url)
+    assert "recipe0" in before.stdout and "recipe1" not in before.stdout, before.stdout   # by publish time
+
+    served = CacheServer(url, extra=["--state-dir", state], env=s3_env, state_dir=state)
+    try:
+        restored = {("recipe0", "do_populate_sysroot", h("urecipe0"))}
+        doc = reportsend.compact(consumer_report(restored, {}, None), "ci")
+        assert doc["saved"]["restored_unihashes"] == [h("urecipe0")]
+        request = urllib.request.Request(served.url + reportsend.PATH, data=json.dumps(doc).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 201
+    finally:
+        assert served.stop() == 0
+    result = server("gc", *bound, "--state-dir", state, url)
+    assert result.returncode == 0, result
+    present, listed = bucket_recipes(s3, "gc-by-use", "cache")
+    assert present == listed == {"recipe0"}, result.stdout

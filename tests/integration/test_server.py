@@ -96,6 +96,9 @@ def test_serve_status_and_clean_stop(served, tmp_path):
     with urllib.request.urlopen(served.url + "/equivcache.json") as answer:
         doc = json.load(answer)
     assert doc["hashserv"] == [served.hashserv]
+    with urllib.request.urlopen(served.url + "/healthz") as answer:   # for a load balancer
+        assert json.load(answer) == {"status": "ok", "parts": {"hashserv-write": True, "hashserv-read": True,
+                                                                "write socket": True, "storage": True}}
     admin = os.path.join(served.cache_dir, "server", "admin.json")
     assert os.stat(admin).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(admin)).st_mode & 0o777 == 0o700

@@ -23,8 +23,10 @@
 #   sweep     gc-sweep (one transaction) once the ledger covers a grace period
 # A publish and a gc take turns (server/publish.lock).
 #
-# Used means published (publish sets a file's mtime and atime) or downloaded
-# (the mirror sets atime; under nginx the kernel's relatime does, daily).
+# Used means published (publish sets a file's mtime and atime), downloaded
+# (the mirror sets atime; under nginx the kernel's relatime does, daily), or
+# restored by a build that sent its report to the cache (the ledger's
+# "used": the only use a bucket knows of, since it keeps no access time).
 # What goes together and in which order: store/groups.py.
 
 import contextlib
@@ -40,7 +42,7 @@ from equivcache.server.hashequiv.database import mark_and_sweep
 from equivcache.server.store.groups import DAY, plan
 from equivcache.server.store.history import note_history, open_history
 from equivcache.server.store.layout import save_config, saved_config, server_config
-from equivcache.server.store.ledger import Ledger, protect_since
+from equivcache.server.store.ledger import Ledger, last_used, protect_since
 
 NAME = "gc"
 HELP = "keep the cache within a bound"
@@ -54,9 +56,10 @@ def setup_parser(p):
     p.description = (
         "Remove the least recently used sstate objects (each with its .siginfo, .sig "
         "and signature data) until the cache is within --max-size, and those unused for "
-        "--older-than days. Used means published, or downloaded from the mirror (serve records "
-        "it; for nginx see the documentation). index.json and sstate-index/ are rewritten without them "
-        "before a file goes; a download under way completes. Equivalences stay while an object "
+        "--older-than days. Used means published, downloaded from the mirror (serve records "
+        "it; for nginx see the documentation), or restored by a build that reported to the cache "
+        "(EQUIVCACHE_REPORT_TO: on a bucket, the only use known). index.json and sstate-index/ are "
+        "rewritten without them before a file goes; a download under way completes. Equivalences stay while an object "
         "under their unihash is there and --grace-days after, then go through hashserv's "
         "gc-mark/gc-sweep (SQLite and PostgreSQL alike; never clean-unused). Safe while serve "
         "runs, against a publish (they take turns) and if killed at any moment. The bound is "
@@ -152,6 +155,10 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
     with contextlib.nullcontext() if dry_run else cache.lock(out):
         objects, alone = cache.scan()
         groups = list(objects.values()) + alone
+        used = last_used(layout)
+        for group in groups:   # restored by a build that reported it: used then
+            if group.unihash in used:
+                group.used = max(group.used, used[group.unihash])
         evicted, kept, protected = plan(groups, now, settings["max_size"], settings["older_than"],
                                         protect_since(layout, settings["keep_publishes"]))
         total, freed = sum(g.size for g in groups), sum(g.size for g in evicted)

@@ -24,6 +24,7 @@ import urllib.parse
 from collections import Counter, defaultdict
 
 from equivcache import report as buildreport
+from equivcache.reportsend import RESTORED_LIMIT
 from equivcache.formatting import duration, human, utc_iso
 from equivcache.server.store.storage import Refused
 from equivcache.server.store.history import MAX_ROWS
@@ -77,6 +78,10 @@ def check_report(doc):
             isinstance(t, dict) and all(isinstance(t.get(k), str) for k in ("recipe", "task", "class"))
             for t in tasks):
         raise Refused(400, "report: misses.tasks must list recipe, task and class")
+    restored = doc["saved"].get("restored_unihashes", [])
+    if not (isinstance(restored, list) and len(restored) <= RESTORED_LIMIT
+            and all(isinstance(u, str) and 0 < len(u) <= 128 for u in restored)):
+        raise Refused(400, "report: saved.restored_unihashes must list at most %d unihashes" % RESTORED_LIMIT)
     reporter = doc.get("reporter", "")
     if not isinstance(reporter, str) or len(reporter) > 200:
         raise Refused(400, "report: reporter must be a short string")
@@ -181,9 +186,10 @@ class Dashboard:
     -> {"objects", "bytes", "max_size", "older_than"} and hashserv_rows() ->
     {table: rows}, both asked at most once a minute."""
 
-    def __init__(self, history, cache_state, hashserv_rows, accept_reports=True):
+    def __init__(self, history, cache_state, hashserv_rows, accept_reports=True, note_used=None):
         self.history = history
         self.accept_reports = accept_reports
+        self.note_used = note_used   # note_used(unihashes): a report's restored objects count as used (gc)
         self._probes = {"cache": cache_state, "hashserv": hashserv_rows}
         self._cached = {}
         self._lock = threading.Lock()
@@ -213,7 +219,11 @@ class Dashboard:
         except ValueError as e:
             raise Refused(400, "report: not JSON: %s" % e)
         number = self.history.add_report(check_report(doc))
-        logger.info("build report %d received: %s", number, doc["build"]["name"])
+        restored = doc["saved"].get("restored_unihashes") or []
+        if restored and self.note_used:
+            self.note_used(restored)
+        logger.info("build report %d received: %s (%d restored objects used)", number, doc["build"]["name"],
+                    len(restored))
         return {"id": number}
 
     # -- http --------------------------------------------------------------

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 
-from equivcache import files
+from equivcache import descriptor as desc, files
 from equivcache.cli import UsageError
 from equivcache.formatting import human, utc_iso
 from equivcache.server.hashequiv.database import show_database, unihashes_named, usage
@@ -23,6 +23,7 @@ from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, DEFAUL
 from equivcache.reportsend import PATH as REPORTS
 from equivcache.server.http.dashboard import Dashboard
 from equivcache.server.store.history import open_history
+from equivcache.server.store.ledger import note_used
 from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config
 from equivcache.server.store.storage import PUBLIC
 from equivcache.server.hashequiv.tokens import TokenStore, delete_expired_users
@@ -87,6 +88,7 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         start_hashserv(children, layout, bitbake, hashserv, database, db_password, "INFO" if verbose else "WARNING",
                        bind, hashserv_port, ws_port)
         mirror = http_server(cache, hashserv, config, db_password, bind, http_port, max_upload, accept_reports)
+        mirror.health = lambda: health(cache, children)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
         cache.write_descriptor()
         state = {
@@ -117,6 +119,21 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         for s, handler in previous.items():
             signal.signal(s, handler)
     return status
+
+
+def health(cache, children):
+    """GET /healthz: (200 or 503, {"status", "parts": {name: up}}): every
+    bitbake-hashserv listener running, the write socket answering, the
+    storage answering (a bucket: one HEAD)."""
+    parts = {child.name: child.process.poll() is None for child in children}
+    parts["write socket"] = socket_alive(cache.layout.socket)
+    try:
+        cache.storage.sizes([desc.NAME])
+        parts["storage"] = True
+    except Exception:   # a storage error of any kind: what a load balancer needs is the answer
+        parts["storage"] = False
+    ok = all(parts.values())
+    return (200 if ok else 503), {"status": "ok" if ok else "unhealthy", "parts": parts}
 
 
 def watch(stop, children, mirror, hashserv, address, layout):
@@ -175,7 +192,8 @@ def http_server(cache, hashserv, config, db_password, bind, http_port, max_uploa
     def hashserv_rows():
         with contextlib.closing(hashserv.create_client(socket_address)) as client:
             return usage(client)
-    board = Dashboard(open_history(cache.layout, config, db_password), cache.state, hashserv_rows, accept_reports)
+    board = Dashboard(open_history(cache.layout, config, db_password), cache.state, hashserv_rows, accept_reports,
+                      lambda unihashes: note_used(cache.layout, unihashes))
     return CacheHTTPServer(cache, (bind, http_port), TokenStore(cache.layout.private), max_upload, named, board,
                            bool(config.get("reports_need_token")), bool(config.get("require_signatures")))
 

@@ -41,6 +41,8 @@ from equivcache.server.http.signed import SIGNATURE_HEADER, SignedUploads
 logger = logging.getLogger("equivcache.uploads")
 
 DEFAULT_MAX_UPLOAD = 8 << 30
+# For a load balancer: 200 {"status": "ok", ...} while every part answers, else 503.
+HEALTH = "/healthz"
 MANIFEST_LIMIT = 64 << 20
 _COMPONENT = re.compile(r"^[A-Za-z0-9_+@%,=~][A-Za-z0-9._+:@%,=~-]{0,254}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -99,6 +101,7 @@ class CacheHTTPServer(MirrorServer):
                  require_signatures=False):
         self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
         self.dashboard, self.reports_need_token = dashboard, reports_need_token
+        self.health = None   # () -> (status, document): serve's, once its parts run
         self.signed = SignedUploads(cache, tokens) if require_signatures else None
         super().__init__(cache.served_root, address, CacheHandler)
 
@@ -113,6 +116,9 @@ class CacheHandler(MirrorHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self):
+        if urllib.parse.urlsplit(self.path).path == HEALTH and self.server.health:
+            self.answer(*self.server.health())
+            return
         found = self.server.dashboard.get(self.path) if self.server.dashboard else None
         name = urllib.parse.urlsplit(self.path).path.lstrip("/")
         if found is None and name in self.server.cache.proxied:

@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: MIT
 #
 # gc's ledger, in the cache's private part: when an object under each
-# unihash was last seen in the cache (or published with it), and the starts
-# of the last publishes (what they brought is protected from the next gc).
-# An equivalence stays while its unihash is in the ledger within the grace
-# period. No bb import.
+# unihash was last seen in the cache (or published with it), when a build
+# last restored one (the unihashes of the build reports sent to the cache:
+# an object store keeps no access time, and a build restoring from a bucket
+# never passes through serve), and the starts of the last publishes (what
+# they brought is protected from the next gc). An equivalence stays while
+# its unihash is in the ledger within the grace period; gc evicts the least
+# recently used, reports' uses counting. No bb import.
 #
-#   server/gc-ledger.db     SQLite: seen (unihash, time), meta (started)
+#   server/gc-ledger.db     SQLite: seen (unihash, time), used (unihash, time), meta (started)
 #   server/publishes.json   the starts of the last PUBLISHES_KEPT publishes
 
 import os
@@ -24,8 +27,9 @@ class Ledger:
     in the cache (or published with it); when the ledger was started."""
 
     def __init__(self, layout, now=None):
-        self.db = sqlite3.connect(os.path.join(layout.private, "gc-ledger.db"))
+        self.db = sqlite3.connect(os.path.join(layout.private, "gc-ledger.db"), timeout=30)
         self.db.execute("CREATE TABLE IF NOT EXISTS seen (unihash TEXT PRIMARY KEY, time REAL NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS used (unihash TEXT PRIMARY KEY, time REAL NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('started', ?)",
                         (repr(time.time() if now is None else now),))
@@ -40,11 +44,44 @@ class Ledger:
                             "WHERE excluded.time > seen.time", ((u, when) for u in unihashes))
         self.db.commit()
 
+    def use(self, unihashes, when):
+        """Builds restored objects under these unihashes at `when`."""
+        self.db.executemany("INSERT INTO used VALUES (?, ?) ON CONFLICT(unihash) DO UPDATE SET time=excluded.time "
+                            "WHERE excluded.time > used.time", ((u, when) for u in unihashes))
+        self.db.commit()
+
+    def last_used(self):
+        """{unihash: when a build last restored an object under it}."""
+        return dict(self.db.execute("SELECT unihash, time FROM used"))
+
     def since(self, when):
         return {r[0] for r in self.db.execute("SELECT unihash FROM seen WHERE time > ?", (when,))}
 
     def close(self):
         self.db.close()
+
+
+def note_used(layout, unihashes, when=None):
+    """What serve does with a build report: the objects it restored count as used (for gc)."""
+    ledger = Ledger(layout)
+    try:
+        ledger.use(unihashes, time.time() if when is None else when)
+    finally:
+        ledger.close()
+
+
+def last_used(layout):
+    """{unihash: when a build last restored it} without creating a ledger ({} if there is none)."""
+    path = os.path.join(layout.private, "gc-ledger.db")
+    if not os.path.exists(path):
+        return {}
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
+    try:
+        return dict(db.execute("SELECT unihash, time FROM used"))
+    except sqlite3.OperationalError:   # a ledger older than the table
+        return {}
+    finally:
+        db.close()
 
 
 def _publishes(layout):
