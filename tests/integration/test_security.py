@@ -22,6 +22,7 @@ import pytest
 
 from conftest import need_bitbake
 from oeqa.utils.equivcache import SERVER, CacheServer
+from oeqa.utils.equivcache_services import gpg, kill_agents, make_key
 
 need_bitbake()
 
@@ -33,22 +34,6 @@ from test_uploads import cache_files, request  # noqa: E402
 
 def run(*args, env=None):
     return subprocess.run([sys.executable, SERVER, *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-def gpg(home, *args):
-    return subprocess.run(["gpg", "--batch", "--homedir", home] + list(args), check=True, capture_output=True)
-
-
-def make_key(home, name):
-    """(GnuPG home with a producer's key, its armored public key's path, its fingerprint)."""
-    os.makedirs(home, mode=0o700)
-    gpg(home, "--passphrase", "", "--quick-generate-key", "%s <%s@example.com>" % (name, name), "default", "sign",
-        "never")
-    public = home + ".asc"
-    with open(public, "wb") as f:
-        f.write(gpg(home, "--export", "--armor").stdout)
-    listing = gpg(home, "--with-colons", "--list-keys").stdout.decode()
-    return home, public, [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][0]
 
 
 def producer(directory, prefix, home=None):
@@ -69,11 +54,6 @@ def token(cache_dir, tmp, name, *args):
         f.write(result.stdout)
     os.chmod(path, 0o600)
     return path, result.stdout.strip()
-
-
-def kill_agents(*homes):
-    for home in homes:
-        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
 
 
 @pytest.fixture(scope="module")

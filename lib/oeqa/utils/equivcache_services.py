@@ -204,6 +204,30 @@ rgw data = {d}/rgw
 """
 
 
+def gpg(home, *args):
+    """Real gpg in the GnuPG home `home`, batch mode; its completed process (an error raises)."""
+    return subprocess.run(["gpg", "--batch", "--homedir", home] + list(args), check=True, capture_output=True)
+
+
+def make_key(home, name):
+    """A producer's signing key (no passphrase) made in its own GnuPG home: (home, its armored public
+    key's path, its fingerprint)."""
+    os.makedirs(home, mode=0o700)
+    gpg(home, "--passphrase", "", "--quick-generate-key", "%s <%s@example.com>" % (name, name), "default", "sign",
+        "never")
+    public = home + ".asc"
+    with open(public, "wb") as f:
+        f.write(gpg(home, "--export", "--armor").stdout)
+    listing = gpg(home, "--with-colons", "--list-keys").stdout.decode()
+    return home, public, [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][0]
+
+
+def kill_agents(*homes):
+    """Stop the gpg-agent that signing started in each GnuPG home."""
+    for home in homes:
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
+
+
 def test_ca(directory):
     """A test certificate authority and a server certificate it signed for
     127.0.0.1 and localhost, made by openssl in directory: (CA certificate,

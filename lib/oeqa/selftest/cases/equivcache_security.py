@@ -16,30 +16,11 @@ from oeqa.selftest.cases.equivcache_base import CHAIN, SERVER, ProducerTestCase,
 from oeqa.utils.commands import runCmd
 from oeqa.utils.equivcache import (CLIENT, CacheServer, executed_tasks, free_port, listening_addresses,
                                    sstate_summary, warnings)
-from oeqa.utils.equivcache_services import Nginx, test_ca
+from oeqa.utils.equivcache_services import Nginx, gpg, kill_agents, make_key, test_ca
 
 from equivcache import names
 
 TAMPERED = "equivcache-c-native"
-
-
-def gpg(home, *args):
-    return subprocess.run(["gpg", "--batch", "--homedir", home] + list(args), check=True, capture_output=True)
-
-
-def make_key(home, name):
-    """A producer's signing key (no passphrase) in its own GnuPG home; its armored public key's path."""
-    os.makedirs(home, mode=0o700)
-    gpg(home, "--passphrase", "", "--quick-generate-key", "%s <%s@example.com>" % (name, name), "default", "sign",
-        "never")
-    public = home + ".asc"
-    with open(public, "wb") as f:
-        f.write(gpg(home, "--export", "--armor").stdout)
-    return public
-
-
-def kill_agent(home):
-    subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
 
 
 @OETestTag("meta-equivcache")
@@ -79,7 +60,7 @@ class EquivCacheSecurityTests(ProducerTestCase):
         workdir = os.path.join(self.workdir, name)
         keyring = os.path.join(workdir, "gnupg")
         if fresh:
-            self.addCleanup(kill_agent, keyring)
+            self.addCleanup(kill_agents, keyring)
         self.consumer('EQUIVCACHE_GPG_PATH = "%s"\nFETCHCMD_wget = "/usr/bin/env wget -t 2 -T 100 --ca-certificate=%s"\n%s'
                       % (keyring, ca, extra), inherit=False, workdir=workdir)
         return self.build(), workdir, keyring
@@ -115,8 +96,8 @@ class EquivCacheSecurityTests(ProducerTestCase):
         verifying each object against the cache's key; an object tampered with on the mirror's disk is
         refused (OE-core's warning, the task is built, the build succeeds); a consumer's own objects
         are signed by its local key and restored without a warning."""
-        producer_key = make_key(os.path.join(self.workdir, "producer-gnupg"), "producer")
-        self.addCleanup(kill_agent, os.path.join(self.workdir, "producer-gnupg"))
+        producer_key = make_key(os.path.join(self.workdir, "producer-gnupg"), "producer")[1]
+        self.addCleanup(kill_agents, os.path.join(self.workdir, "producer-gnupg"))
         sstate = self.signed_producer(os.path.join(self.workdir, "producer-gnupg"))
         url, ca, cache_dir, token = self.serve_behind_nginx(producer_key)
         fresh_bitbake_server(self.builddir)
