@@ -216,12 +216,15 @@ def add(store, hashserv, address, admin, name, role, expires=None, key=None):
 
 def delete_expired_users(store, hashserv, address, admin):
     """Delete the hashserv users of expired tokens (serve does, each minute); their names."""
+    candidates = [t["name"] for t in store.tokens() if expired(t) and not t.get("revoked")]
     gone = []
+    if not candidates:   # the common case: no connection to the server at all
+        return gone
     with hashserv_admin(hashserv, address, admin) as client:
-        for token in store.tokens():
-            if expired(token) and not token.get("revoked") and client.get_user(token["name"]) is not None:
-                client.delete_user(token["name"])
-                gone.append(token["name"])
+        for name in candidates:
+            if client.get_user(name) is not None:
+                client.delete_user(name)
+                gone.append(name)
     return gone
 
 
