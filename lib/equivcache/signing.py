@@ -70,9 +70,10 @@ def key_info(data):
 
 def dearmor(data):
     """The binary form of a public key (what gpgv's --keyring takes)."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return data
     with tempfile.TemporaryDirectory(prefix="equivcache-gpg-") as home:
-        return _run([gpg_command(), "--batch", "--dearmor"], home, data).stdout if data.lstrip().startswith(
-            b"-----BEGIN") else data
+        return _run([gpg_command(), "--batch", "--dearmor"], home, data).stdout
 
 
 def armor(binary):
@@ -155,18 +156,14 @@ class Keyring:
 
     def local_key(self):
         """The long key id of the keyring's local signing key, made on first use."""
-        secret = self.gpg("--with-colons", "--list-secret-keys", self.LOCAL_UID) if os.path.isdir(
-            self.homedir) and self._has_local() else None
-        if secret is None:
+        listing = ["--with-colons", "--list-secret-keys", self.LOCAL_UID]
+        secret = _run([gpg_command(), "--batch", "--homedir", self.homedir] + listing, self.homedir, check=False) \
+            if os.path.isdir(self.homedir) else None
+        if secret is None or secret.returncode:
             self.gpg("--passphrase", "", "--quick-generate-key", self.LOCAL_UID, "default", "sign", "never")
-            secret = self.gpg("--with-colons", "--list-secret-keys", self.LOCAL_UID)
+            secret = self.gpg(*listing)
         for line in secret.stdout.decode("utf-8", "replace").splitlines():
             fields = line.split(":")
             if fields[0] == "sec":
                 return fields[4]
         raise Failure("gpg made no local key in %s" % self.homedir)
-
-    def _has_local(self):
-        result = _run([gpg_command(), "--batch", "--homedir", self.homedir, "--list-secret-keys", self.LOCAL_UID],
-                      self.homedir, check=False)
-        return result.returncode == 0

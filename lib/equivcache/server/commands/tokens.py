@@ -86,7 +86,7 @@ def as_admin(args, change, create=False):
 
 
 def read_key(args):
-    """(key's {"fingerprint", "keyids"}, armored public key) of --gpg-key, (None, None) without it."""
+    """(key's {"fingerprint", "keyids"}, the public key in binary form) of --gpg-key, (None, None) without it."""
     if not args.gpg_key:
         return None, None
     if args.role != "producer":

@@ -37,6 +37,13 @@ def verified_objects(layout, source, files):
                 rel + signing.SIG_SUFFIX not in present or signing.verify_file(
                     os.path.join(source, rel + signing.SIG_SUFFIX), os.path.join(source, rel), keyrings) is None):
             refused.add(rel)
-    kept = [(rel, size) for rel, size in files
-            if not any(rel == r or rel.startswith(r + ".") for r in refused)]
+    kept = [(rel, size) for rel, size in files if object_of(rel) not in refused]
     return kept, sorted(refused)
+
+
+def object_of(rel):
+    """The object an sstate file goes with: itself, or the object of its .sig or .siginfo."""
+    for suffix in (signing.SIG_SUFFIX, ".siginfo"):
+        if rel.endswith(".tar.zst" + suffix):
+            return rel[:-len(suffix)]
+    return rel
