@@ -56,9 +56,11 @@ def add_cache(p, help="the cache directory, or s3://BUCKET/PREFIX"):
 
 
 def add_s3(p):
-    p.add_argument("--state-dir", metavar="DIR", help="(s3:// caches) where the cache's private part lives: "
-                   "its SQLite database, server.json, the publish lock, gc's ledger (default: "
-                   "$XDG_STATE_HOME/equivcache/s3/BUCKET/PREFIX); one machine publishes to a bucket")
+    p.add_argument("--state-dir", metavar="DIR", help="(s3:// caches) this machine's directory for the cache "
+                   "(default: $XDG_STATE_HOME/equivcache/s3/BUCKET/PREFIX): with a PostgreSQL database "
+                   "(--database, or $EQUIVCACHE_DATABASE) only this replica's sockets, log and which database; "
+                   "otherwise the whole private part (SQLite database, server.json, lock, gc's ledger), and "
+                   "one machine serves the bucket")
     p.add_argument("--s3-endpoint", metavar="URL", help="(s3:// caches) the S3 endpoint of a bucket not at "
                    "AWS, e.g. https://rgw.example.com (default: $AWS_ENDPOINT_URL); credentials come from the "
                    "environment or the AWS config files (AWS_PROFILE), never from the command line")
@@ -68,7 +70,10 @@ def add_database(p):
     p.add_argument("--database", metavar="URL", help="the cache's hash equivalence database: SQLite by default "
                    "(CACHE_DIR/hashserv.db), or PostgreSQL through hashserv's SQLAlchemy backend, e.g. "
                    "postgresql+asyncpg://user@dbhost/hashserv (python3-sqlalchemy and python3-asyncpg). "
-                   "Remembered in CACHE_DIR/server/server.json; a cache keeps one database")
+                   "Remembered in CACHE_DIR/server/server.json (a bucket's: in --state-dir, or give "
+                   "$EQUIVCACHE_DATABASE); a cache keeps one database. With PostgreSQL the cache's whole state "
+                   "is kept there too (tokens, settings, admin credentials, gc's ledger and lock, history): "
+                   "several serve replicas share it")
     p.add_argument("--db-password-file", metavar="FILE", help="a file holding the database password "
                    "(kept out of the command line and of server.json)")
 
@@ -88,7 +93,7 @@ def cache_of(args, create=False, require_objects=False):
     if is_s3(args.cache_dir) and not hasattr(args, "state_dir"):
         raise UsageError("%s: this command takes a cache directory only" % args.cache_dir)
     return open_cache(args.cache_dir, create, getattr(args, "state_dir", None), getattr(args, "s3_endpoint", None),
-                      require_objects)
+                      require_objects, getattr(args, "database", None), db_password(args))
 
 
 def setup_logging(args, layout=None):

@@ -42,7 +42,7 @@ from equivcache.server.hashequiv.database import mark_and_sweep
 from equivcache.server.store.groups import DAY, plan
 from equivcache.server.store.history import note_history, open_history
 from equivcache.server.store.layout import save_config, saved_config, server_config
-from equivcache.server.store.ledger import Ledger, last_used, protect_since
+from equivcache.server.store.ledger import last_used, open_ledger, protect_since
 
 NAME = "gc"
 HELP = "keep the cache within a bound"
@@ -169,7 +169,7 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
             return 0
         checkpoint("plan", 1)
 
-        ledger = Ledger(layout, now)
+        ledger = open_ledger(layout, now)
         try:
             ledger.saw({g.unihash for g in objects.values() if g.unihash}, now)
             checkpoint("ledger", 1)
@@ -180,13 +180,13 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
             remove_groups(cache, evicted)
             cache.write_descriptor(sstate_paths=[p for p in sstate_paths if p not in gone_sstate])
             keep = {g.unihash for g in kept if g.unihash} | ledger.since(now - settings["grace_days"] * DAY)
-            started = ledger.started
+            started, where = ledger.started, ledger.where
         finally:
             ledger.close()
 
         if started > now - settings["grace_days"] * DAY:
             out.write("gc: equivalences: none removed yet: the ledger (%s) was started %s, less than the grace "
-                      "period (%g days) ago\n" % (os.path.join(layout.private, "gc-ledger.db"), utc_iso(started),
+                      "period (%g days) ago\n" % (where, utc_iso(started),
                                                  settings["grace_days"]))
         else:
             with cache.endpoint(bitbake, database, db_password) as (hashserv, address, _):

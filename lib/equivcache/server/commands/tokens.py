@@ -5,15 +5,13 @@
 # database, made through bitbake-hashserv's own user model as the cache's
 # admin user (the running server's write socket, or a private endpoint).
 
-import contextlib
-import os
 import sys
 
-from equivcache import files, signing
+from equivcache import signing
 from equivcache.cli import Parser, UsageError, find_bitbake
 from equivcache.server import options
 from equivcache.server.hashequiv import tokens
-from equivcache.server.store.layout import admin_credentials
+from equivcache.server.store.layout import admin_credentials, token_store
 from equivcache.server.store.storage import KEYS
 
 NAME = "token"
@@ -79,7 +77,7 @@ def as_admin(args, change, create=False):
     tokens.check_name(args.name)
     cache = options.cache_of(args, create=create)
     cache.layout.create()
-    store = tokens.TokenStore(cache.layout.private)
+    store = token_store(cache.layout)
     bitbake, password = find_bitbake(args.bitbake), options.db_password(args)
     with cache.endpoint(bitbake, args.database, password, admin=True) as (hashserv, address, _):
         return cache, change(cache, store, hashserv, address, admin_credentials(cache.layout))
@@ -106,8 +104,7 @@ def read_key(args):
 
 def bind_key(cache, store, name, binary):
     """The producer's keyring (gpgv's, private) and the public copy consumers fetch (keys/NAME.asc)."""
-    os.makedirs(os.path.dirname(store.keyring(name)), mode=0o700, exist_ok=True)
-    files.write_atomic(store.keyring(name), binary, 0o600)
+    store.put_key(name, binary)
     cache.storage.put_bytes("%s/%s.asc" % (KEYS, name), signing.armor(binary))
 
 
@@ -136,9 +133,8 @@ def run_add(args, out=sys.stdout, err=sys.stderr):
 
 def run_revoke(args, out=sys.stdout):
     cache, was_active = as_admin(args, lambda cache, *admin: tokens.revoke(*admin, args.name))
-    store = tokens.TokenStore(cache.layout.private)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(store.keyring(args.name))
+    store = token_store(cache.layout)
+    store.drop_key(args.name)
     cache.storage.remove("%s/%s.asc" % (KEYS, args.name))
     cache.write_descriptor()
     out.write("token %s %s: it can no longer upload or report, its hash server user is deleted%s\n"
@@ -149,7 +145,7 @@ def run_revoke(args, out=sys.stdout):
 
 def run_list(args, out=sys.stdout):
     cache = options.cache_of(args)
-    store = tokens.TokenStore(cache.layout.private)
+    store = token_store(cache.layout)
     found, uses = store.tokens(), store.uses()
     if not found:
         out.write("no tokens in %s: the upload endpoint is off (token add NAME %s)\n" % (cache.root, cache.root))

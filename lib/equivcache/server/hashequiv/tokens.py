@@ -109,12 +109,19 @@ class TokenStore:
             self._tokens, self._stamp = doc.get("tokens", []), stamp
         return self._tokens
 
+    def refresh(self):
+        """Read the tokens again at the next look (the file is read again whenever it changes)."""
+
     def active(self, role=None):
         return [t for t in self.tokens() if not t.get("revoked") and not expired(t)
                 and (role is None or t["role"] == role)]
 
-    def keyring(self, name):
+    def key_path(self, name):
         return os.path.join(self.private, "keys", name + ".gpg")
+
+    def keyring(self, name):
+        """The file gpgv reads the producer's key from."""
+        return self.key_path(name)
 
     def keyrings(self):
         """{name: keyring} of the active producers with a signing key."""
@@ -130,6 +137,9 @@ class TokenStore:
         """(token, None) if `secret` is the secret of the active token `name`,
         else (None, why): unknown or wrong (one answer for both), revoked, expired."""
         token = self.find(name)
+        if token is None or not hmac.compare_digest(digest(secret), token["sha256"]):
+            self.refresh()   # a token added a moment ago, through another replica
+            token = self.find(name)
         if token is None:
             # Compare anyway: the answer takes as long for an unknown name.
             hmac.compare_digest(digest(secret), "0" * 64)
@@ -165,18 +175,28 @@ class TokenStore:
         files.write_json(self.path, {"format": FORMAT, "version": VERSION, "tokens": tokens}, 0o600)
         self._stamp = None
 
+    def save_token(self, token):
+        """Add or replace one token."""
+        self.save(sorted([t for t in self.tokens() if t["name"] != token["name"]] + [token],
+                         key=lambda t: t["name"]))
+
     def add(self, name, role, secret, expires=None, key=None):
-        tokens = [t for t in self.tokens() if t["name"] != name]
-        tokens.append({"name": name, "role": role, "sha256": digest(secret), "created": utc_iso(), "revoked": None,
-                       "expires": expires, "key": key})
-        self.save(sorted(tokens, key=lambda t: t["name"]))
+        self.save_token({"name": name, "role": role, "sha256": digest(secret), "created": utc_iso(),
+                         "revoked": None, "expires": expires, "key": key})
 
     def revoke(self, name):
-        tokens = [dict(t) for t in self.tokens()]
-        for token in tokens:
-            if token["name"] == name:
-                token["revoked"] = utc_iso()
-        self.save(tokens)
+        token = self.find(name)
+        if token is not None:
+            self.save_token(dict(token, revoked=utc_iso()))
+
+    def put_key(self, name, binary):
+        """A producer's public key (binary) as gpgv's keyring."""
+        os.makedirs(os.path.dirname(self.key_path(name)), mode=0o700, exist_ok=True)
+        files.write_atomic(self.key_path(name), binary, 0o600)
+
+    def drop_key(self, name):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.key_path(name))
 
 
 def hashserv_admin(hashserv, address, admin):

@@ -32,9 +32,8 @@ from equivcache.files import json_bytes
 from equivcache.formatting import utc_iso
 from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, import_hashserv, tcp_address,
                                                    write_endpoint)
-from equivcache.server.hashequiv.tokens import TokenStore
 from equivcache.server.store.groups import group_files
-from equivcache.server.store.layout import admin_credentials, saved_config, server_config
+from equivcache.server.store.layout import admin_credentials, saved_config, server_config, token_store
 from equivcache.server.store.ledger import note_published
 from equivcache.server.store.storage import KEYS, Refused, cache_path
 
@@ -61,8 +60,13 @@ class Cache:
 
     @contextlib.contextmanager
     def lock(self, out=None):
-        """publish, upload commits and gc, one at a time (server/publish.lock;
-        released if the holder dies)."""
+        """publish, upload commits and gc, one at a time (server/publish.lock,
+        or an advisory lock in the PostgreSQL database of a shared state, for
+        every replica; released if the holder dies)."""
+        if self.layout.shared:
+            with self.layout.shared.lock(self.root, out):
+                yield
+            return
         with open(self.layout.publish_lock, "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,6 +195,7 @@ class Cache:
         those it names, or of a listing if it names none); what is not given
         kept from the current one."""
         current = self.read_json(desc.NAME) or {}
+        config = saved_config(self.layout)
         if sstate_paths is None and "nativelsbstrings" in current:
             native = current["nativelsbstrings"]
         else:
@@ -199,18 +204,18 @@ class Cache:
             "format": desc.FORMAT,
             "version": desc.VERSION,
             "generated": utc_iso(),
-            "hashserv": saved_config(self.layout).get("hashserv") or current.get("hashserv") or
+            "hashserv": config.get("hashserv") or current.get("hashserv") or
             [tcp_address(socket.getfqdn(), DEFAULT_HASHSERV_PORT)],
             "sstate": "sstate-cache",
             "downloads": "downloads",
             "nativelsbstrings": native,
             "producer": producer if producer is not None else current.get("producer", {}),
         }
-        if saved_config(self.layout).get("require_signatures"):
+        if config.get("require_signatures"):
             doc["signatures"] = {"required": True, "keys": [
                 {"producer": t["name"], "fingerprint": t["key"]["fingerprint"], "keyids": t["key"]["keyids"],
                  "url": "%s/%s.asc" % (KEYS, t["name"])}
-                for t in TokenStore(self.layout.private).active("producer") if t.get("key")]}
+                for t in token_store(self.layout).active("producer") if t.get("key")]}
         self.storage.put_bytes(desc.NAME, desc.dumps(doc).encode())
         return doc
 

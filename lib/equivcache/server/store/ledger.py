@@ -11,6 +11,9 @@
 #
 #   server/gc-ledger.db     SQLite: seen (unihash, time), used (unihash, time), meta (started)
 #   server/publishes.json   the starts of the last PUBLISHES_KEPT publishes
+#
+# A cache whose state is in PostgreSQL keeps the same there (shared.py's
+# SharedLedger): open_ledger() gives the one the cache has.
 
 import os
 import sqlite3
@@ -18,6 +21,7 @@ import time
 
 from equivcache.files import write_json
 from equivcache.server.store.layout import load_json
+from equivcache.server.store.shared import SharedLedger
 
 PUBLISHES_KEPT = 20
 
@@ -27,7 +31,8 @@ class Ledger:
     in the cache (or published with it); when the ledger was started."""
 
     def __init__(self, layout, now=None):
-        self.db = sqlite3.connect(os.path.join(layout.private, "gc-ledger.db"), timeout=30)
+        self.where = os.path.join(layout.private, "gc-ledger.db")
+        self.db = sqlite3.connect(self.where, timeout=30)
         self.db.execute("CREATE TABLE IF NOT EXISTS seen (unihash TEXT PRIMARY KEY, time REAL NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS used (unihash TEXT PRIMARY KEY, time REAL NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
@@ -61,9 +66,14 @@ class Ledger:
         self.db.close()
 
 
+def open_ledger(layout, now=None):
+    """The cache's ledger: server/gc-ledger.db, or its PostgreSQL database's."""
+    return SharedLedger(layout.shared, now) if layout.shared else Ledger(layout, now)
+
+
 def note_used(layout, unihashes, when=None):
     """What serve does with a build report: the objects it restored count as used (for gc)."""
-    ledger = Ledger(layout)
+    ledger = open_ledger(layout)
     try:
         ledger.use(unihashes, time.time() if when is None else when)
     finally:
@@ -72,6 +82,8 @@ def note_used(layout, unihashes, when=None):
 
 def last_used(layout):
     """{unihash: when a build last restored it} without creating a ledger ({} if there is none)."""
+    if layout.shared:
+        return SharedLedger(layout.shared).last_used()
     path = os.path.join(layout.private, "gc-ledger.db")
     if not os.path.exists(path):
         return {}
@@ -91,18 +103,24 @@ def _publishes(layout):
 def note_published(layout, unihashes, started):
     """publish's part: the unihashes it merged, and when it started (the
     protection of what the last publishes brought)."""
-    ledger = Ledger(layout)
+    ledger = open_ledger(layout)
     try:
         ledger.saw(unihashes, started)
     finally:
         ledger.close()
-    history = (load_json(_publishes(layout), []) or [])[-(PUBLISHES_KEPT - 1):] + [started]
+    if layout.shared:
+        ledger.note_publish(started)
+        return
+    history = load_json(_publishes(layout), []) or []
+    if started in history:   # a commit tried again
+        return
+    history = history[-(PUBLISHES_KEPT - 1):] + [started]
     write_json(_publishes(layout), history, 0o600)
 
 
 def protect_since(layout, keep_publishes):
     """The start of the keep_publishes-th last publish (its files and newer ones are kept), or None."""
-    history = load_json(_publishes(layout), []) or []
+    history = SharedLedger(layout.shared).publishes() if layout.shared else load_json(_publishes(layout), []) or []
     if keep_publishes <= 0 or not history:
         return None
     return sorted(history)[-min(keep_publishes, len(history))]

@@ -9,8 +9,7 @@
 import os
 
 from equivcache import names, signing
-from equivcache.server.hashequiv.tokens import TokenStore
-from equivcache.server.store.layout import saved_config
+from equivcache.server.store.layout import saved_config, token_store
 
 
 def kind(path):
@@ -29,7 +28,7 @@ def verified_objects(layout, source, files):
     """(the files of a producer's SSTATE_DIR to publish, refused objects) for a
     cache that requires signatures: an object whose .sig no producer key of
     the cache verifies is refused, with its .sig and .siginfo."""
-    keyrings = TokenStore(layout.private).keyrings()
+    keyrings = token_store(layout).keyrings()
     refused = set()
     present = {rel for rel, _ in files}
     for rel, _ in files:
