@@ -13,6 +13,7 @@ from equivcache.cli import UsageError, find_bitbake, layer_dir
 from equivcache.server import options
 from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT
 from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD
+from equivcache.server.store import is_s3
 from equivcache.server.store.layout import Layout, saved_database
 
 NAME = "config"
@@ -97,17 +98,18 @@ UPLOAD = """
         proxy_set_header Connection "";
         proxy_read_timeout 300s;
         proxy_send_timeout 300s;
-        proxy_pass http://127.0.0.1:{upstream};
+        proxy_pass http://{upstream};
     }}
 
     # The dashboard, its plots and its JSON API (builds' reports: POST
     # /api/v1/reports, at most 4 MiB), from equivcache-server serve.
-    location = / {{ proxy_pass http://127.0.0.1:{upstream}; }}
-    location /plots/ {{ proxy_pass http://127.0.0.1:{upstream}; }}
+    location = / {{ proxy_pass http://{upstream}; }}
+    location = /healthz {{ proxy_pass http://{upstream}; }}
+    location /plots/ {{ proxy_pass http://{upstream}; }}
     location /api/v1/ {{
         client_max_body_size 4m;
         proxy_set_header Host $host;
-        proxy_pass http://127.0.0.1:{upstream};
+        proxy_pass http://{upstream};
     }}
 {websocket}"""
 
@@ -117,7 +119,7 @@ WEBSOCKET = """
     # (serve --public-url https://HOST names it in the descriptor). A build
     # keeps its connection open: idle for up to an hour.
     location = /ws {{
-        proxy_pass http://127.0.0.1:{ws};
+        proxy_pass http://{ws};
         proxy_http_version 1.1;
         proxy_set_header Upgrade $http_upgrade;
         proxy_set_header Connection "upgrade";
@@ -127,17 +129,59 @@ WEBSOCKET = """
     }}
 """
 
+# Several serve replicas (--replica): nginx spreads the requests over them,
+# and a replica that fails is left out for 10 s (GET /healthz shows why).
+REPLICAS = """\
+# The serve replicas of the cache (equivcache-server config --replica): a
+# replica that fails is left out for 10 s; GET /healthz says what failed.
+upstream equivcache_serve {{
+{http}
+    keepalive 16;
+}}
+{ws}
+"""
+WS_UPSTREAM = """upstream equivcache_ws {{
+{servers}
+}}
+"""
+# A bucket's cache: consumers read the bucket; serve answers its descriptor.
+BUCKET_MIRROR = """    location = /equivcache.json {{ proxy_pass http://{upstream}; }}"""
+
 TLS = """    ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;"""
 
 
+def parse_replica(text, ws_port):
+    """(http address, websocket address or None) of --replica HOST:PORT[:WS_PORT]."""
+    host, sep, rest = text.rpartition("]") if text.startswith("[") else ("", "", text)
+    parts = rest.lstrip(":").split(":") if host else rest.split(":")
+    host = host + sep if host else parts.pop(0)
+    try:
+        ports = [int(p) for p in parts]
+    except ValueError:
+        ports = []
+    if not host or len(ports) not in (1, 2) or not all(0 < p < 65536 for p in ports):
+        raise UsageError("--replica %s: HOST:HTTP_PORT, or HOST:HTTP_PORT:WS_PORT" % text)
+    ws = ports[1] if len(ports) == 2 else ws_port
+    return "%s:%d" % (host, ports[0]), ("%s:%d" % (host, ws) if ws else None)
+
+
+def upstreams(replicas, ws_port):
+    """The upstream blocks of several serve replicas."""
+    parsed = [parse_replica(r, ws_port) for r in replicas]
+    http = "\n".join("    server %s max_fails=1 fail_timeout=10s;" % h for h, _ in parsed)
+    ws = [w for _, w in parsed if w]
+    return REPLICAS.format(http=http, ws=WS_UPSTREAM.format(servers="\n".join(
+        "    server %s max_fails=1 fail_timeout=10s;" % w for w in ws)) if ws else ""), bool(ws)
+
+
 def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_cert=None, tls_key=None,
-          ws_port=DEFAULT_WS_PORT):
+          ws_port=DEFAULT_WS_PORT, replicas=(), bucket=False):
     """The site; on every address unless bind names one; with TLS if given
     a certificate and key; with the upload endpoint, the dashboard and the
     hash server's websocket listener (unless ws_port is 0) proxied to
-    serve on loopback if upload_port is given."""
+    serve on loopback if upload_port is given, or to several replicas."""
     ssl = " ssl" if tls_cert else ""
     if bind in (None, "", "0.0.0.0", "::"):
         listen = "    listen %d%s;\n    listen [::]:%d%s;" % (port, ssl, port, ssl)
@@ -145,10 +189,23 @@ def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_c
         listen = "    listen %s:%d%s;" % ("[%s]" % bind if ":" in bind else bind, port, ssl)
     if tls_cert:
         listen += "\n" + TLS.format(cert=tls_cert, key=tls_key)
-    websocket = WEBSOCKET.format(ws=ws_port) if ws_port else ""
-    upload = UPLOAD.format(limit="%dk" % -(-max_upload // 1024), upstream=upload_port,
-                           websocket=websocket) if upload_port else ""
-    return NGINX.format(cache=cache, host=host, listen=listen, upload=upload)
+    head, upstream, ws = "", "127.0.0.1:%s" % upload_port, "127.0.0.1:%s" % ws_port
+    if replicas:
+        head, has_ws = upstreams(replicas, ws_port)
+        upstream, ws = "equivcache_serve", "equivcache_ws" if has_ws else None
+    websocket = WEBSOCKET.format(ws=ws) if ws_port and ws else ""
+    upload = UPLOAD.format(limit="%dk" % -(-max_upload // 1024), upstream=upstream,
+                           websocket=websocket) if upload_port or replicas else ""
+    site = NGINX.format(cache=cache, host=host, listen=listen, upload=upload)
+    if bucket:   # no directory to serve: the bucket is the mirror
+        site = site.replace("The cache directory must be readable\n# by nginx's user; %s/server/ must not (it holds "
+                            "the credentials)." % cache, "Consumers read the objects from\n# the bucket; nginx "
+                            "passes the rest to serve.")
+        start, end = site.index("    root "), site.index("    autoindex off;\n") + len("    autoindex off;\n")
+        site = site[:start] + site[end:]
+        start, end = site.index("    location = /equivcache.json"), site.index("\n}\n")
+        site = site[:start] + BUCKET_MIRROR.format(upstream=upstream) + site[end:]
+    return head + site
 
 
 def systemd(cache, bitbake, python, user, bind, hashserv_port, database):
@@ -225,7 +282,7 @@ def setup_parser(p):
     p.description = ("Print a ready nginx site for the mirror (--nginx) or systemd units for each part with a "
                      "daily gc timer (--systemd), with serve's safe defaults.")
     p.epilog = "example: %s config --nginx --public-host cache.example.com /srv/yocto-cache" % options.PROG
-    options.add_cache(p, help="the cache directory")
+    options.add_cache(p, help="the cache directory, or s3://BUCKET/PREFIX (--nginx with --replica)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--nginx", action="store_true", help="an nginx site serving the mirror")
     what.add_argument("--systemd", action="store_true", help="systemd units for the hashserv endpoints, "
@@ -240,6 +297,10 @@ def setup_parser(p):
     p.add_argument("--ws-port", type=options.port_or_off, default=DEFAULT_WS_PORT, metavar="PORT",
                    help="(nginx, with --serve-port) proxy /ws, the hash server for wss:// clients, to serve's "
                    "websocket listener on 127.0.0.1 (as serve --ws-port; 0: none; default: %(default)s)")
+    p.add_argument("--replica", action="append", default=[], metavar="HOST:PORT[:WS_PORT]",
+                   help="(nginx) proxy to several serve replicas of the cache (one per option: each one's http port, "
+                   "and its websocket port if not --ws-port), instead of one on 127.0.0.1; they share one "
+                   "PostgreSQL database (serve --database) and one bucket or directory")
     p.add_argument("--max-upload-size", type=options.size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                    help="(nginx) the largest upload body nginx passes on (default: 8G; as serve's)")
     p.add_argument("--tls-cert", metavar="FILE", help="(nginx) serve https with this certificate (and --tls-key)")
@@ -248,14 +309,20 @@ def setup_parser(p):
 
 
 def run(args, out=sys.stdout):
-    root = os.path.abspath(args.cache_dir)
+    bucket = is_s3(args.cache_dir)
+    root = args.cache_dir if bucket else os.path.abspath(args.cache_dir)
     if args.nginx:
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
+        if bucket and not (args.replica or args.upload_port):
+            raise UsageError("a cache in a bucket: name its serve replicas (--replica) or its serve (--serve-port); "
+                             "consumers read the objects from the bucket")
         out.write(nginx(root, args.public_host, args.http_port, args.bind, args.upload_port, args.max_upload_size,
                         args.tls_cert and os.path.abspath(args.tls_cert), args.tls_key and os.path.abspath(args.tls_key),
-                        args.ws_port))
+                        args.ws_port, args.replica, bucket))
         return 0
+    if bucket:
+        raise UsageError("--systemd: for a cache directory (a bucket's serve replicas: serve --database)")
     bitbake = find_bitbake(args.bitbake)
     database = saved_database(Layout(root))
     out.write(systemd(root, bitbake, sys.executable, args.user, args.bind, args.hashserv_port, database))

@@ -39,6 +39,9 @@ def setup_parser(p):
     p.add_argument("--ws-port", type=options.port_or_off, default=DEFAULT_WS_PORT, metavar="PORT",
                    help="the read endpoint again as a websocket listener on 127.0.0.1, for a TLS proxy's /ws "
                    "(config --nginx; needs python3-websockets; 0: none; default: %(default)s)")
+    p.add_argument("--ws-bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="address of the websocket listener (default: %(default)s; the address a proxy on another "
+                   "machine reaches this replica at, for several replicas behind one proxy)")
     p.add_argument("--public-host", metavar="HOST", help="host name consumers use, written into the "
                    "descriptor (default: the --bind address, or this machine's name if that is a wildcard)")
     p.add_argument("--public-url", metavar="URL", help="the https:// URL consumers and producers reach the cache "
@@ -78,4 +81,4 @@ def run(args):
     save_config(cache.layout, config)
     return serve(cache, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
                  args.database, password, args.verbose, args.max_upload_size, not args.no_reports,
-                 args.ws_port, args.public_url)
+                 args.ws_port, args.public_url, args.ws_bind)

@@ -24,9 +24,9 @@ from equivcache.reportsend import PATH as REPORTS
 from equivcache.server.http.dashboard import Dashboard
 from equivcache.server.store.history import open_history
 from equivcache.server.store.ledger import note_used
-from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config
+from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config, token_store
 from equivcache.server.store.storage import PUBLIC
-from equivcache.server.hashequiv.tokens import TokenStore, delete_expired_users
+from equivcache.server.hashequiv.tokens import delete_expired_users
 from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHTTPServer
 
 logger = logging.getLogger("equivcache.server")
@@ -48,7 +48,8 @@ def public_addresses(public_url, public_host, bind, hashserv_port, ws_port):
     return [tcp_address(public_host, hashserv_port)]
 
 
-def start_hashserv(children, layout, bitbake, hashserv, database, db_password, level, bind, hashserv_port, ws_port):
+def start_hashserv(children, layout, bitbake, hashserv, database, db_password, level, bind, hashserv_port, ws_port,
+                   ws_bind=WS_BIND):
     """The write endpoint first (it creates the tables, the others then find
     them), then the read endpoint and the websocket listener (loopback, for
     a TLS proxy), each appended to children once it answers."""
@@ -59,7 +60,8 @@ def start_hashserv(children, layout, bitbake, hashserv, database, db_password, l
     admin = admin_credentials(layout)
     listeners = [("hashserv-read", tcp_address(bind, hashserv_port), tcp_address(loopback_for(bind), hashserv_port))]
     if ws_port:
-        listeners.append(("hashserv-ws", "ws://" + tcp_address(WS_BIND, ws_port), None))
+        listeners.append(("hashserv-ws", "ws://" + tcp_address(ws_bind, ws_port),
+                          "ws://" + tcp_address(loopback_for(ws_bind), ws_port)))
     for name, address, reach in listeners:
         child = HashServ(name, bitbake, address, database, READ_PERMS, level, layout.private, admin=admin,
                          db_password=db_password)
@@ -69,12 +71,12 @@ def start_hashserv(children, layout, bitbake, hashserv, database, db_password, l
 
 def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashserv_port=DEFAULT_HASHSERV_PORT,
           public_host=None, database=None, db_password=None, verbose=False, max_upload=DEFAULT_MAX_UPLOAD,
-          accept_reports=True, ws_port=DEFAULT_WS_PORT, public_url=None):
+          accept_reports=True, ws_port=DEFAULT_WS_PORT, public_url=None, ws_bind=WS_BIND):
     """Serve the cache until SIGTERM or SIGINT; return the exit status."""
     layout = cache.layout
     config = server_config(layout, database)
     database = config["database"]
-    refuse_taken(layout, bind, http_port, hashserv_port, ws_port)
+    refuse_taken(layout, bind, http_port, hashserv_port, ws_port, ws_bind, cache.root)
     config["hashserv"] = public_addresses(public_url, public_host, bind, hashserv_port, ws_port)
     save_config(layout, config)
     hashserv = import_hashserv(bitbake)
@@ -86,7 +88,7 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
     status = 0
     try:
         start_hashserv(children, layout, bitbake, hashserv, database, db_password, "INFO" if verbose else "WARNING",
-                       bind, hashserv_port, ws_port)
+                       bind, hashserv_port, ws_port, ws_bind)
         mirror = http_server(cache, hashserv, config, db_password, bind, http_port, max_upload, accept_reports)
         mirror.health = lambda: health(cache, children)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
@@ -96,7 +98,7 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
             "started": utc_iso(),
             "http": mirror.url,
             "hashserv": tcp_address(bind, hashserv_port),
-            "websocket": "ws://" + tcp_address(WS_BIND, ws_port) if ws_port else None,
+            "websocket": "ws://" + tcp_address(ws_bind, ws_port) if ws_port else None,
             "bind": bind,
             "hashserv_port": hashserv_port,
             "public_hashserv": config["hashserv"],
@@ -162,17 +164,17 @@ def loopback_address(address):
     return tcp_address(loopback_for(host.strip("[]")), int(port))
 
 
-def refuse_taken(layout, bind, http_port, hashserv_port, ws_port=0):
+def refuse_taken(layout, bind, http_port, hashserv_port, ws_port=0, ws_bind=WS_BIND, root=None):
     """UsageError if a live server holds the write socket or a port is in use; a stale socket is removed."""
     if socket_alive(layout.socket):
         state = load_json(layout.state, {}) or {}
         raise UsageError("the write socket %s is held by a running server%s; stop it first "
                          "(equivcache-server status %s)" % (
-                             layout.socket, " (pid %s)" % state["pid"] if "pid" in state else "", layout.root))
+                             layout.socket, " (pid %s)" % state["pid"] if "pid" in state else "", root or layout.root))
     check_port_free(bind, http_port, "http")
     check_port_free(bind, hashserv_port, "hashserv")
     if ws_port:
-        check_port_free(WS_BIND, ws_port, "websocket")
+        check_port_free(ws_bind, ws_port, "websocket")
     ports = [p for p in (http_port, hashserv_port, ws_port) if p]
     if len(set(ports)) != len(ports):
         raise UsageError("--http-port, --hashserv-port and --ws-port must differ (%s)" % ", ".join(map(str, ports)))
@@ -194,20 +196,21 @@ def http_server(cache, hashserv, config, db_password, bind, http_port, max_uploa
             return usage(client)
     board = Dashboard(open_history(cache.layout, config, db_password), cache.state, hashserv_rows, accept_reports,
                       lambda unihashes: note_used(cache.layout, unihashes))
-    return CacheHTTPServer(cache, (bind, http_port), TokenStore(cache.layout.private), max_upload, named, board,
+    return CacheHTTPServer(cache, (bind, http_port), token_store(cache.layout), max_upload, named, board,
                            bool(config.get("reports_need_token")), bool(config.get("require_signatures")))
 
 
 def log_banner(cache, mirror, state, config):
     """What serve says when it is up: each part, where, and how consumers use it."""
     layout = cache.layout
-    logger.info("serving %s", layout.root)
+    logger.info("serving %s%s", cache.root, " (this replica's directory: %s)" % layout.root
+                if layout.shared else "")
     logger.info("  http mirror:     %s (%s)", mirror.url,
                 ", ".join(name if "." in name else name + "/" for name in PUBLIC))
     producers = mirror.tokens.active("producer")
     logger.info("  upload endpoint: %s%s (%s)", mirror.url, PREFIX,
                 "%d producer tokens, at most %s a file" % (len(producers), human(mirror.max_upload)) if producers
-                else "off until a producer token is added: equivcache-server token add NAME %s" % layout.root)
+                else "off until a producer token is added: equivcache-server token add NAME %s" % cache.root)
     if mirror.signed:
         logger.info("  signatures:      required: each object signed by its producer's key (%d of %d producers "
                     "have one)", len(mirror.tokens.keyrings()), len(producers))
@@ -216,7 +219,7 @@ def log_banner(cache, mirror, state, config):
                                       if mirror.reports_need_token else "")) if mirror.dashboard.accept_reports
                 else "refused (--no-reports)", mirror.dashboard.history.where())
     logger.info("  read endpoint:   %s (anonymous %s; admin credentials in %s)",
-                state["hashserv"], READ_PERMS, layout.admin)
+                state["hashserv"], READ_PERMS, layout.where(layout.admin))
     if state["websocket"]:
         logger.info("  websocket:       %s (the same, for a TLS proxy's /ws: config --nginx)", state["websocket"])
     logger.info("  write endpoint:  %s (%s)", state["socket"], WRITE_PERMS)

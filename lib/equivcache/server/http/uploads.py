@@ -10,7 +10,7 @@
 #   PUT  /upload/v1/<path>    one file; X-Equivcache-SHA256: its hex digest;
 #                             Content-Length required, at most the size limit
 #                             201 stored, 200 already there
-#   POST /upload/v1/commit    {"unihashes": [...], "superseded": [...], "started": time,
+#   POST /upload/v1/commit    {"publish": id, "unihashes": [...], "superseded": [...], "started": time,
 #                             "producer": {...}, "durations": [{recipe, task, unihash,
 #                             seconds, measured}]}: once per publish, in the cache's lock:
 #                             objects no equivalence names dropped, indexes and
@@ -172,6 +172,8 @@ class CacheHandler(MirrorHandler):
     def upload(self, method):
         path = urllib.parse.urlsplit(self.path).path
         tokens = self.server.tokens
+        if path.startswith(PREFIX) and not tokens.active("producer"):
+            tokens.refresh()   # the first one may have been added a moment ago, through another replica
         if not path.startswith(PREFIX) or not tokens.active("producer"):
             self.close_connection = self.headers.get("Content-Length", "0") != "0"
             self.refuse()
@@ -285,8 +287,9 @@ class CacheHandler(MirrorHandler):
         logger.info("publish by %s committed: %d objects, sstate index %d files (%s)", token["name"],
                     summary["objects"], summary["sstate_index"], summary["sstate_index_change"])
         sent = doc.get("sent") if isinstance(doc.get("sent"), dict) else {}
+        publish_id = doc.get("publish") if isinstance(doc.get("publish"), str) and len(doc["publish"]) <= 64 else None
         if self.server.dashboard:
             self.server.dashboard.history.note_publish(
                 token["name"], summary["objects"], *(int(sent.get(k, 0)) if isinstance(sent.get(k), int) else 0
-                                                     for k in ("files", "bytes")))
+                                                     for k in ("files", "bytes")), publish_id=publish_id)
         return summary

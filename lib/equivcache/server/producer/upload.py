@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import json
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -38,6 +39,11 @@ from equivcache.uploadapi import PREFIX, SHA256_HEADER, SIGNATURE_HEADER, basic_
 TIMEOUT = 60
 BLOCK = 1 << 20
 CONNECTIONS = 2
+# A request is tried this many times in all when the connection is lost or a
+# proxy answers RETRIED, pausing RETRY_PAUSE seconds more each time.
+ATTEMPTS = 4
+RETRIED = (502, 503, 504)
+RETRY_PAUSE = 0.5
 
 
 def _no_delay(cls):
@@ -66,23 +72,30 @@ class Upload:
         self.auth = basic_auth(name, secret)
 
     def request(self, method, path, body=None, headers=None):
-        """(status, JSON answer) of one request; a connection lost is retried once."""
+        """(status, JSON answer) of one request. A connection lost, or a proxy's
+        502, 503 or 504 (a replica behind it gone), is tried again, up to
+        ATTEMPTS times in all: every request of the protocol can be repeated."""
         headers = dict(headers or {}, Authorization=self.auth)
-        for attempt in (1, 2):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 if hasattr(body, "seek"):
                     body.seek(0)
                 self.connection.request(method, self.base + path, body=body, headers=headers)
                 response = self.connection.getresponse()
                 data = response.read()
-                break
             except (ConnectionError, http.client.HTTPException) as e:
                 self.connection.close()
-                if attempt == 2:
+                if attempt == ATTEMPTS:
                     raise Failure("%s: %s %s: %s" % (self.url, method, path, e))
+                time.sleep(RETRY_PAUSE * (attempt - 1))
+                continue
             except OSError as e:
                 self.connection.close()
                 raise Failure("%s: cannot reach the cache: %s" % (self.url, e.strerror or e))
+            if response.status not in RETRIED or attempt == ATTEMPTS:
+                break
+            self.connection.close()
+            time.sleep(RETRY_PAUSE * attempt)
         try:
             doc = json.loads(data) if data else {}
         except ValueError:
@@ -180,6 +193,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
     outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
     hashserv = import_hashserv(bitbake)
     started = time.time()
+    publish_id = secrets.token_hex(8)   # a commit tried again (a replica gone) is noted once
     with contextlib.closing(Upload(url, name, secret)) as upload:
         descriptor = upload.descriptor()
         address = hashserv_address or safe_hashserv(url, descriptor)
@@ -217,6 +231,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
             superseded = report_equivalences(hashserv, address, name, secret, outhashes, unihashes,
                                              paths.hashserv_db, out)
         summary = upload.post("commit", {
+            "publish": publish_id,
             "unihashes": sorted(published_unihashes(outhashes, unihashes)), "started": started,
             "superseded": sorted(superseded), "producer": producer_of(newest_build_configuration(paths.tmpdirs)),
             "sent": {"files": total_sent[0], "bytes": total_sent[1]},

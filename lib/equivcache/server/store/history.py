@@ -35,11 +35,12 @@ REPORT_COLUMNS = (
 # Columns added since a table was first made: (table, name, SQLite type,
 # PostgreSQL type), added to an older table on first use.
 ADDED_COLUMNS = (("equivcache_reports", "covered", "INTEGER", "INTEGER"),
-                 ("equivcache_reports", "wall_seconds", "REAL", "DOUBLE PRECISION"))
+                 ("equivcache_reports", "wall_seconds", "REAL", "DOUBLE PRECISION"),
+                 ("equivcache_publishes", "publish_id", "TEXT", "TEXT"))
 MIGRATE = "-- the columns an older SQLite table lacks"
 PUBLISH_COLUMNS = (
     ("producer", "TEXT", "TEXT"), ("objects", "INTEGER", "BIGINT"), ("files", "INTEGER", "BIGINT"),
-    ("bytes", "INTEGER", "BIGINT"),
+    ("bytes", "INTEGER", "BIGINT"), ("publish_id", "TEXT", "TEXT"),
 )
 GC_COLUMNS = (
     ("evicted", "INTEGER", "BIGINT"), ("evicted_bytes", "INTEGER", "BIGINT"), ("kept_bytes", "INTEGER", "BIGINT"),
@@ -153,7 +154,8 @@ class History:
 
     # -- writing -----------------------------------------------------------
 
-    def _add(self, table, values, now=None):
+    def _add(self, table, values, now=None, replaces=()):
+        """Add a row (after the statements `replaces`, which remove the row it replaces); its id."""
         now = time.time() if now is None else now
         names = ["at"] + list(values)
         insert = ("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(names), ", ".join("?" * len(names))),
@@ -163,16 +165,18 @@ class History:
             ("DELETE FROM %s WHERE id <= (SELECT id FROM %s ORDER BY id DESC LIMIT 1 OFFSET %d)"
              % (table, table, self.max_rows), []),
         ]
-        rows = self._execute([insert] + bound, ("SELECT MAX(id) AS id FROM %s" % table, []))
+        rows = self._execute(list(replaces) + [insert] + bound, ("SELECT MAX(id) AS id FROM %s" % table, []))
         return rows[0]["id"]
 
     def add_report(self, doc, now=None):
         """Keep a build report (validated by the caller); its id."""
         return self._add("equivcache_reports", report_row(doc), now)
 
-    def note_publish(self, producer, objects, files, size, now=None):
+    def note_publish(self, producer, objects, files, size, now=None, publish_id=None):
+        """A publish; one named publish_id again (its commit tried again) replaces its row."""
+        replaces = [("DELETE FROM equivcache_publishes WHERE publish_id = ?", [publish_id])] if publish_id else []
         return self._add("equivcache_publishes", {"producer": producer, "objects": objects, "files": files,
-                                                  "bytes": size}, now)
+                                                  "bytes": size, "publish_id": publish_id}, now, replaces)
 
     def note_gc(self, evicted, evicted_bytes, kept_bytes, max_size, now=None):
         return self._add("equivcache_gc", {"evicted": evicted, "evicted_bytes": evicted_bytes,
