@@ -258,3 +258,54 @@ def test_gc_postgresql(tmp_path):
         assert check.returncode == 1 and "has no equivalence in the database" in check.stdout, check
     finally:
         postgres.stop()
+
+
+@needs_postgresql
+def test_state_in_postgresql(tmp_path):
+    """A cache whose database is PostgreSQL keeps its whole state there: gc's ledger, the last publishes, tokens,
+    settings, admin credentials; nothing of it in CACHE_DIR/server. The publish/gc lock is an advisory lock: a gc
+    waits for its holder (another replica), then runs. A cache whose database was PostgreSQL before brings what
+    its directory held into it, once, and loses nothing."""
+    from equivcache.server.store.shared import SharedState
+    postgres = PostgreSQL(str(tmp_path / "pg"))
+    try:
+        cache = publish_new(tmp_path, "--database", postgres.url)
+        token = run("token", "add", "ci-1", cache)
+        assert token.returncode == 0, token
+        # What the producer's database names: its unihashes and the task hashes of its outputs.
+        published = postgres.query("SELECT COUNT(*) FROM (SELECT unihash FROM unihashes_v3 UNION "
+                                   "SELECT taskhash FROM outhashes_v2) AS named")
+        assert postgres.query("SELECT COUNT(*) FROM equivcache_seen") == published != "0"
+        assert postgres.query("SELECT COUNT(*) FROM equivcache_publish_starts") == "1"
+        assert postgres.query("SELECT name FROM equivcache_tokens") == "ci-1"
+        assert json.loads(postgres.query("SELECT doc FROM equivcache_tokens"))["sha256"] not in token.stdout
+        assert set(postgres.query("SELECT name FROM equivcache_settings").split()) >= {"cache", "config", "admin"}
+        assert set(os.listdir(os.path.join(cache, "server"))) & {
+            "tokens.json", "gc-ledger.db", "publishes.json", "admin.json", "publish.lock"} == set()
+
+        state = SharedState(postgres.url)
+        with state.lock(cache):
+            waiting = subprocess.Popen([sys.executable, SERVER, "gc", "--max-size", "1G", cache],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert "waiting for the publish or gc under way" in waiting.stdout.readline()
+            time.sleep(0.5)
+            assert waiting.poll() is None
+        assert waiting.wait(60) == 0, waiting.stdout.read()
+
+        # An older cache on PostgreSQL: its tokens, ledger and settings were files in server/.
+        postgres.query("CREATE DATABASE older")
+        older = str(tmp_path / "older")
+        os.makedirs(str(tmp_path / "s"))
+        shutil.copytree(publish_new(tmp_path / "s"), older)
+        assert run("token", "add", "ci-2", older).returncode == 0
+        with open(os.path.join(older, "server", "server.json"), "w") as f:
+            json.dump({"database": postgres.url.replace("/hashserv?", "/older?"), "gc": {"max_size": 123}}, f)
+        listed = run("token", "list", older)
+        assert listed.returncode == 0 and listed.stdout.startswith("ci-2 "), listed
+        older_db = ["psql", "-h", postgres.directory, "-U", "hashserv", "-At", "older", "-c"]
+        assert subprocess.run(older_db + ["SELECT COUNT(*) FROM equivcache_seen"], capture_output=True,
+                              text=True).stdout.strip() == published
+        assert '"max_size": 123' in subprocess.run(older_db + ["SELECT value FROM equivcache_settings WHERE "
+                                                               "name = 'config'"], capture_output=True, text=True).stdout
+    finally:
+        postgres.stop()
