@@ -20,19 +20,26 @@ import bb.event
 import bb.runqueue
 
 from equivcache import catalog, durations, files, probe, report, reportsend
-from equivcache.configcheck import descriptor_locations
+from equivcache.cachedescriptor import descriptor_locations
 
 INDEX_LIMIT = 256 << 20
 DURATIONS_LIMIT = 256 << 20
 
 
-def find_index(d, timeout):
-    """(catalog.unihashes_by_task() of the cache's index.json, its URL), or (None, None)."""
+def find_index(d, timeout, need_index=True, need_durations=True):
+    """What a report needs of the cache, in one request: (catalog.unihashes_by_task()
+    of its index.json or None, its URL, durations.seconds_by_task() of the
+    durations the index carries or None). None for all without an index."""
     doc, url, errors = catalog.read_first(descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", catalog.NAME),
                                         timeout, INDEX_LIMIT)
     for error in errors:
         bb.debug(1, "equivcache: no index at %s" % error)
-    return (catalog.unihashes_by_task(doc), url) if doc is not None else (None, None)
+    if doc is None:
+        return None, None, None
+    timed = doc.get("durations")
+    timed = durations.seconds_by_task(timed) if need_durations and isinstance(timed, dict) and \
+        timed.get("format") == durations.FORMAT else None
+    return (catalog.unihashes_by_task(doc) if need_index else None), url, timed
 
 
 def find_durations(d, timeout):
@@ -115,9 +122,15 @@ def write_report(d, record, succeeded):
     index, source = None, None
     # Checked by on_config_parsed, which stops the build on a bad value.
     timeout = float(d.getVar("EQUIVCACHE_PROBE_TIMEOUT") or 2)
-    if record.misses():
-        index, source = find_index(d, timeout)
-    timed, timed_source = find_durations(d, timeout) if record.restored() or record.covered else (None, None)
+    need_index, need_durations = bool(record.misses()), bool(record.restored() or record.covered)
+    timed, timed_source = None, None
+    if need_index or need_durations:
+        index, source, timed = find_index(d, timeout, need_index, need_durations)
+        # The durations index.json carries are its durations.json's, named so in the report.
+        timed_source = source.rsplit("/", 1)[0] + "/" + durations.NAME if timed is not None else None
+        source = source if need_index else None
+        if need_durations and timed is None:   # a cache published before its index carried them
+            timed, timed_source = find_durations(d, timeout)
     doc = record.document(index, source, succeeded, durations=timed, durations_source=timed_source,
                           setscene=setscene_times(d, record))
     directory = os.path.join(d.getVar("LOG_DIR"), "equivcache")

@@ -19,12 +19,12 @@ import bb.siggen
 from bb.asyncrpc.client import ADDR_TYPE_UNIX, ADDR_TYPE_WS, parse_address
 
 from equivcache import descriptor as desc
+from equivcache.cachedescriptor import answered_by_descriptor, find_descriptor, state_dir
 from equivcache import files, knowncaches, probe, rulebase, rules, sstateusers, trust
 from equivcache.cli import Failure
 from equivcache.autoserver import auto_database, auto_server_started, note_auto_server
 from equivcache.capabilities import database_dir_variable, stock_survives_outage, websockets_usable
 from equivcache.outage import claim_once
-from equivcache.mirrors import parse_mirrors
 
 
 # Seconds given to the user interface to receive the messages before the
@@ -151,63 +151,9 @@ def forget_stale_unihashes(d, stale):
         bb.note("equivcache: removed %s, the unihashes a stale hash equivalence server gave" % cache)
 
 
-def state_dir(d):
-    return os.path.join(d.getVar("PERSISTENT_DIR") or d.getVar("TOPDIR"), "equivcache")
-
-
 def fingerprint(d):
     values = {v: d.getVar(v) or "" for v in INPUTS}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
-
-
-def descriptor_locations(d, server, name=desc.NAME):
-    """Where to look for the descriptor (or another file of the cache's
-    root, such as index.json): EQUIVCACHE_SERVER's root, or the directory
-    above each configured sstate mirror."""
-    if server:
-        return [server.rstrip("/") + "/" + name]
-    found = []
-    for mirror in rulebase.real_mirrors(parse_mirrors(d.getVar("SSTATE_MIRRORS"))):
-        if mirror.scheme in ("http", "https", "file"):
-            parent = mirror.root.rsplit("/", 1)[0]
-            found.append(parent + "/" + name)
-    return list(dict.fromkeys(found))
-
-
-def find_descriptor(d, server, timeout):
-    """(descriptor, source URL, error): fetched, else the cached copy of the same source."""
-    cache = os.path.join(state_dir(d), "descriptor.json")
-    errors = []
-    invalid = False
-    locations = descriptor_locations(d, server)
-    for url in locations:
-        try:
-            doc = desc.loads(probe.fetch(url, timeout).decode("utf-8", "replace"), source=url)
-        except OSError as e:
-            errors.append("%s: %s" % (url, e))
-            continue
-        except desc.DescriptorError as e:
-            errors.append(str(e))
-            invalid = True
-            continue
-        bb.utils.mkdirhier(os.path.dirname(cache))
-        with open(cache + ".new", "w") as f:
-            json.dump({"source": url, "fetched": time.time(), "descriptor": doc}, f)
-        os.replace(cache + ".new", cache)
-        return doc, url, None
-    if not errors:
-        return None, None, None
-    try:
-        with open(cache) as f:
-            cached = json.load(f)
-        if cached.get("source") in locations and not desc.validate(cached.get("descriptor")):
-            return cached["descriptor"], cached["source"], "%s; using the copy fetched %s" % (
-                "; ".join(errors), time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.get("fetched", 0))))
-    except (OSError, ValueError, AttributeError):
-        pass
-    # Without EQUIVCACHE_SERVER a mirror need not publish a descriptor: only
-    # an invalid one is worth a word.
-    return None, None, "; ".join(errors) if server or invalid else None
 
 
 def configure_client(d, server, doc):
@@ -309,6 +255,14 @@ def wrap_hashcheck(d):
         d.setVar("BB_HASHCHECK_FUNCTION", "equivcache_checkhashes")
 
 
+def probe_all(needed, timeout):
+    """probe.run() of needed, but for what the descriptor this parse fetched answered already."""
+    answered = answered_by_descriptor(needed)
+    probed = probe.run([p for p in needed if p not in answered], timeout, parse_server)
+    probed.update(answered)
+    return probed
+
+
 def on_config_parsed(d):
     """The ConfigParsed handler of equivcache.bbclass."""
     if bb.event.worker_fire is not None:
@@ -356,7 +310,7 @@ def on_config_parsed(d):
         d.getVar("EQUIVCACHE_PUBLISH"), server, doc, lambda url: probe.fetch(url, timeout)),
         d.getVar("EQUIVCACHE_PUBLISH_TOKEN_FILE") or "")
     needed = rules.probes_needed(settings) + [("server", a) for a in (doc or {}).get("hashserv", [])]
-    findings = rules.select(rules.evaluate(settings, probe.run(needed, timeout, parse_server), doc, error), ignore)
+    findings = rules.select(rules.evaluate(settings, probe_all(needed, timeout), doc, error), ignore)
 
     if mode == "fix":
         fixed = {}

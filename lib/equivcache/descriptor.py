@@ -38,7 +38,7 @@ VERSION = 1
 
 PRODUCER_KEYS = ("DISTRO", "MACHINE", "TUNE_FEATURES", "SDKMACHINE")
 TOP_KEYS = ("format", "version", "generated", "hashserv", "sstate", "downloads", "nativelsbstrings", "producer",
-            "signatures")
+            "signatures", "sstate_index")
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 _KEYID = re.compile(r"^[0-9A-F]{16}$")
 
@@ -117,6 +117,13 @@ def validate(doc):
                     errors.append("producer.layers[%d]: must be {\"name\": ..., \"revision\": ...}, not %r" % (i, layer))
     if "signatures" in doc:
         errors += _signature_errors(doc["signatures"])
+    if "sstate_index" in doc:
+        from equivcache import pathkeys
+        try:
+            pathkeys.check_head(doc["sstate_index"])
+        except pathkeys.Unavailable as e:
+            errors.append("sstate_index: must be the sstate index's head.json, not %.200r (%s)"
+                          % (doc["sstate_index"], e))
     unknown = sorted(set(doc) - set(TOP_KEYS))
     if unknown:
         errors.append("unknown keys: %s" % ", ".join(unknown))

@@ -208,9 +208,12 @@ def _get(url, timeout, headers=None, limit=None):
     return status, answer_headers, body
 
 
-def load(mirror_root, cache_dir, timeout):
+def load(mirror_root, cache_dir, timeout, known_head=None):
     """The index beside an http(s):// or file:// mirror root, brought up to
-    date in cache_dir (unused for file://). Raises Unavailable."""
+    date in cache_dir (unused for file://). known_head: its head.json as the
+    cache's descriptor, fetched a moment ago, carries it (no request for it;
+    if its journal is gone meanwhile, head.json is asked after all). Raises
+    Unavailable."""
     url = index_url(mirror_root)
     directory = mirror_root.rstrip("/").rsplit("/", 1)[1]
     if urllib.parse.urlsplit(url).scheme == "file":
@@ -223,12 +226,21 @@ def load(mirror_root, cache_dir, timeout):
         check_head(head, directory)
         return Fetched(url, head, journal, 0, 0)
 
+    if known_head is not None:
+        try:
+            return _load_journal(url, cache_dir, timeout, check_head(known_head, directory), 0, 0)
+        except Unavailable:
+            pass
     status, _, body = _get(url + HEAD, timeout, limit=HEAD_LIMIT)
-    requests, received = 1, len(body)
     try:
         head = check_head(json.loads(body), directory)
     except ValueError as e:
         raise Unavailable("%s: not JSON (%s)" % (url + HEAD, e))
+    return _load_journal(url, cache_dir, timeout, head, 1, len(body))
+
+
+def _load_journal(url, cache_dir, timeout, head, requests, received):
+    """load()'s journal for a head: the cached copy, extended by a range request if it is short."""
     wanted = head["entries"] * KEY_SIZE
     cached_head, cached = read_cache(cache_dir)
     if cached_head is not None and cached_head["generation"] == head["generation"] and len(cached) >= wanted:

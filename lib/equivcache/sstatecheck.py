@@ -15,7 +15,7 @@ import bb.data
 import bb.event
 import bb.runqueue
 
-from equivcache import pathkeys
+from equivcache import cachedescriptor, pathkeys
 from equivcache.mirrors import parse_mirrors
 
 # Tasks whose object is named by their shared spec (sstate_checkhashes).
@@ -73,7 +73,8 @@ def load_indexes(mirrors, d):
         url = pathkeys.index_url(mirror.root)
         cache_dir = os.path.join(cache_root, hashlib.sha256(url.encode()).hexdigest()[:16])
         try:
-            loaded[mirror] = pathkeys.load(mirror.root, cache_dir, timeout)
+            loaded[mirror] = pathkeys.load(mirror.root, cache_dir, timeout,
+                                           cachedescriptor.fresh_index_head(url))
         except pathkeys.Unavailable as e:
             if e.quiet:
                 bb.debug(1, "equivcache: no sstate index for %s (%s)" % (mirror.url, e))

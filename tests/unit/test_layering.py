@@ -26,6 +26,7 @@ ADAPTERS = {
     "siggen.py",
     "hashclient.py",
     "configcheck.py",
+    "cachedescriptor.py",
     "capabilities.py",
     "buildreport.py",
     "sstatecheck.py",

@@ -81,14 +81,14 @@ def make_parser():
 def build_settings(builddir):
     """STAMPS_DIR and where the cache's index may be, from the configuration."""
     import bb.tinfoil
-    from equivcache import configcheck
+    from equivcache import cachedescriptor
     # Its messages go to stderr: stdout is the diagnosis (JSON with --json).
     with bb.tinfoil.Tinfoil(output=sys.stderr, tracking=False) as tinfoil:
         tinfoil.logger.setLevel(logging.ERROR)
         tinfoil.prepare(config_only=True, quiet=2)
         d = tinfoil.config_data
         stamps = d.getVar("STAMPS_DIR")
-        locations = configcheck.descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", catalog.NAME)
+        locations = cachedescriptor.descriptor_locations(d, d.getVar("EQUIVCACHE_SERVER") or "", catalog.NAME)
     return stamps, locations
 
 

@@ -181,10 +181,12 @@ class Cache:
         sstate = self.listing("sstate-cache")
         doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
                                  exclude=exclude_sstate, exclude_signatures=exclude_signatures)
-        self.storage.put_bytes(catalog.NAME, json_bytes(doc))
         present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
-        self.storage.put_bytes(durations.NAME, json_bytes(durations.document(durations.merged(
-            durations.entries_of(self.read_json(durations.NAME)), new_durations or {}, present))))
+        timed = durations.document(durations.merged(durations.entries_of(self.read_json(durations.NAME)),
+                                                    new_durations or {}, present))
+        # A build report reads both in one request: index.json carries the durations too.
+        self.storage.put_bytes(catalog.NAME, json_bytes(dict(doc, durations=timed)))
+        self.storage.put_bytes(durations.NAME, json_bytes(timed))
         if after_index is not None:
             after_index()
         return (doc, sorted(sstate)) + tuple(pathkeys.update(self.storage, sorted(sstate), exclude=exclude_sstate))
@@ -192,8 +194,9 @@ class Cache:
     def write_descriptor(self, producer=None, sstate_paths=None):
         """Refresh the descriptor: the read endpoint's public address as serve
         saved it in server.json; the NATIVELSBSTRINGs of sstate_paths (else
-        those it names, or of a listing if it names none); what is not given
-        kept from the current one."""
+        those it names, or of a listing if it names none); the sstate index's
+        head as it is now (written before the descriptor, always); what is
+        not given kept from the current one."""
         current = self.read_json(desc.NAME) or {}
         config = saved_config(self.layout)
         if sstate_paths is None and "nativelsbstrings" in current:
@@ -211,6 +214,9 @@ class Cache:
             "nativelsbstrings": native,
             "producer": producer if producer is not None else current.get("producer", {}),
         }
+        head = self.read_json(pathkeys.DIRECTORY + "/" + pathkeys.HEAD)
+        if head is not None:   # consumers read it here, and skip a request for head.json
+            doc["sstate_index"] = head
         if config.get("require_signatures"):
             doc["signatures"] = {"required": True, "keys": [
                 {"producer": t["name"], "fingerprint": t["key"]["fingerprint"], "keyids": t["key"]["keyids"],
