@@ -40,14 +40,14 @@ class SignedUploads:
         with self._guard:
             return self._locks.setdefault(path, threading.Lock())
 
-    def receive(self, token, path, stream, length, sha256, header):
+    def receive(self, token, path, stream, length, sha256, header, sync=True):
         """Store an upload; Refused (and nothing written) where a signature is wanted and wrong."""
         what = kind(path)
         if what == "sig":
             raise Refused(409, "%s: this cache takes a signature with its object only (header %s)"
                           % (path, SIGNATURE_HEADER))
         if what != "object":
-            return self.cache.receive(path, stream, length, sha256)
+            return self.cache.receive(path, stream, length, sha256, sync=sync)
         signature = self.signature(path, header)
         keyring = self.tokens.keyrings().get(token["name"])
         if keyring is None:
@@ -63,7 +63,7 @@ class SignedUploads:
         sig_path = path + signing.SIG_SUFFIX
         with self.lock(path):
             signed = self.cache.storage.sizes([sig_path])[sig_path] is not None
-            had = self.cache.receive(path, stream, length, sha256, check=check, replace=not signed)
+            had = self.cache.receive(path, stream, length, sha256, check=check, replace=not signed, sync=sync)
             if not (had and signed):
                 self.cache.storage.put_bytes(sig_path, signature)
         return had and signed

@@ -10,6 +10,11 @@
 #   PUT  /upload/v1/<path>    one file; X-Equivcache-SHA256: its hex digest;
 #                             Content-Length required, at most the size limit
 #                             201 stored, 200 already there
+#   POST /upload/v1/batch     many files in one request: a 4-byte big-endian length,
+#                             that many bytes of JSON [{"path", "size", "sha256"
+#                             (, "sig": base64 of its .sig)}, ...], then the files'
+#                             bytes one after the other; each stored as a PUT
+#                             stores it, then synced once -> {"stored", "present", "stored_bytes"}
 #   POST /upload/v1/commit    {"publish": id, "unihashes": [...], "superseded": [...], "started": time,
 #                             "producer": {...}, "durations": [{recipe, task, unihash,
 #                             seconds, measured}]}: once per publish, in the cache's lock:
@@ -23,9 +28,12 @@
 # writes nothing. Pure Python: no bb import.
 
 import base64
+import contextlib
 import json
 import logging
+import os
 import re
+import threading
 import time
 import urllib.parse
 
@@ -41,6 +49,7 @@ from equivcache.server.http.signed import SIGNATURE_HEADER, SignedUploads
 logger = logging.getLogger("equivcache.uploads")
 
 DEFAULT_MAX_UPLOAD = 8 << 30
+UPLOAD_NICE = 10
 # For a load balancer: 200 {"status": "ok", ...} while every part answers, else 503.
 HEALTH = "/healthz"
 MANIFEST_LIMIT = 64 << 20
@@ -88,6 +97,16 @@ def commit_durations(entries, producer):
         timed[(e["recipe"], e["task"], e["unihash"])] = {"seconds": float(e["seconds"]), "producer": producer,
                                                          "measured": e["measured"]}
     return timed
+
+
+def background():
+    """This connection's thread yields the CPU to the readers' (nice 10 on
+    Linux, where each thread has its own): an upload's hashing and writes
+    are not on a consumer's path."""
+    with contextlib.suppress(AttributeError, OSError):
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < UPLOAD_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, UPLOAD_NICE)
 
 
 class CacheHTTPServer(MirrorServer):
@@ -171,6 +190,7 @@ class CacheHandler(MirrorHandler):
 
     def upload(self, method):
         path = urllib.parse.urlsplit(self.path).path
+        background()
         tokens = self.server.tokens
         if path.startswith(PREFIX) and not tokens.active("producer"):
             tokens.refresh()   # the first one may have been added a moment ago, through another replica
@@ -188,8 +208,10 @@ class CacheHandler(MirrorHandler):
                 status, doc = 200, self.missing(self.json_body(length))
             elif what == "commit":
                 status, doc = 200, self.commit(token, self.json_body(length))
+            elif what == "batch":
+                status, doc = 200, self.batch(token, length)
             else:
-                raise Refused(404, "POST %s: no such upload action (missing, commit)" % path)
+                raise Refused(404, "POST %s: no such upload action (missing, batch, commit)" % path)
         except Refused as e:
             logger.warning("upload refused (%d) from %s: %s", e.status, self.address_string(), e)
             self.close_connection = True   # the body may be unread
@@ -269,6 +291,45 @@ class CacheHandler(MirrorHandler):
             had = self.server.cache.receive(path, self.rfile, length, sha256)
         logger.debug("upload by %s: %s (%d bytes)%s", token["name"], path, length, " already there" if had else "")
         return (200 if had else 201), {"path": path, "stored": not had}
+
+    def batch_manifest(self, length):
+        """The checked manifest of a batch: [(path, size, sha256, signature header or None)]."""
+        head = self.rfile.read(4)
+        size = int.from_bytes(head, "big") if len(head) == 4 else -1
+        if not 0 < size <= min(MANIFEST_LIMIT, length - 4):
+            raise Refused(400, "batch: a 4-byte manifest length, then the manifest, expected")
+        try:
+            entries = json.loads(self.rfile.read(size))
+        except ValueError as e:
+            raise Refused(400, "batch: the manifest is not JSON: %s" % e)
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("size"), int)
+                and 0 <= e["size"] <= self.server.max_upload and isinstance(e.get("sha256"), str)
+                and _HEX64.match(e["sha256"]) and isinstance(e.get("sig", ""), str) for e in entries):
+            raise Refused(400, "batch: a manifest of {\"path\", \"size\" (at most the upload limit), \"sha256\"} "
+                          "expected")
+        if 4 + size + sum(e["size"] for e in entries) != length:
+            raise Refused(400, "batch: Content-Length %d is not the manifest's and its files' %d bytes"
+                          % (length, 4 + size + sum(e["size"] for e in entries)))
+        return [(parse_upload_path(e["path"]), e["size"], e["sha256"], e.get("sig")) for e in entries]
+
+    def batch(self, token, length):
+        """Many files in one request (see above): each written as a PUT writes it, all synced once."""
+        manifest = self.batch_manifest(length)
+        present, size_present = 0, 0
+        try:
+            for path, size, sha256, signature in manifest:
+                if self.server.signed:
+                    had = self.server.signed.receive(token, path, self.rfile, size, sha256, signature, sync=False)
+                else:
+                    had = self.server.cache.receive(path, self.rfile, size, sha256, sync=False)
+                present += bool(had)
+                size_present += size if had else 0
+        finally:   # what was stored before a refusal stays, on stable storage
+            self.server.cache.storage.sync()
+        logger.debug("upload by %s: a batch of %d files, %d already there", token["name"], len(manifest), present)
+        return {"stored": len(manifest) - present, "present": present,
+                "stored_bytes": sum(e[1] for e in manifest) - size_present}
 
     def commit(self, token, doc):
         unihashes, superseded = doc.get("unihashes", []), doc.get("superseded", [])

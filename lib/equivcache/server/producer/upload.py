@@ -39,6 +39,9 @@ from equivcache.uploadapi import PREFIX, SHA256_HEADER, SIGNATURE_HEADER, basic_
 TIMEOUT = 60
 BLOCK = 1 << 20
 CONNECTIONS = 2
+# What one batch request carries at most.
+BATCH_FILES = 1000
+BATCH_BYTES = 16 << 20
 # A request is tried this many times in all when the connection is lost or a
 # proxy answers RETRIED, pausing RETRY_PAUSE seconds more each time.
 ATTEMPTS = 4
@@ -57,6 +60,10 @@ def _no_delay(cls):
     return Connection
 
 
+class NoSuchAction(Exception):
+    """A server older than an upload action."""
+
+
 class Upload:
     """An http(s) connection to a cache's upload endpoint, as one producer."""
 
@@ -70,6 +77,7 @@ class Upload:
         cls = _no_delay(http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)
         self.connection = cls(parts.hostname, parts.port, timeout=timeout, blocksize=BLOCK)
         self.auth = basic_auth(name, secret)
+        self.batches = True   # until the server says it has none
 
     def request(self, method, path, body=None, headers=None):
         """(status, JSON answer) of one request. A connection lost, or a proxy's
@@ -80,7 +88,8 @@ class Upload:
             try:
                 if hasattr(body, "seek"):
                     body.seek(0)
-                self.connection.request(method, self.base + path, body=body, headers=headers)
+                self.connection.request(method, self.base + path, body=body() if callable(body) else body,
+                                        headers=headers)
                 response = self.connection.getresponse()
                 data = response.read()
             except (ConnectionError, http.client.HTTPException) as e:
@@ -106,10 +115,40 @@ class Upload:
         if response.status == 405:
             raise Failure("%s takes no uploads (405): the cache has no producer token yet, or is an older "
                           "server (equivcache-server token add NAME CACHE_DIR)" % self.url)
+        if response.status == 404 and path.endswith(PREFIX + "batch"):
+            raise NoSuchAction(path)
         if response.status >= 300:
             raise Failure("%s: %s %s: %d %s" % (self.url, method, path, response.status,
                                                 doc.get("error", response.reason)))
         return response.status, doc
+
+    def batch(self, items):
+        """Upload [(cache path, local path, size, signature or None)] in one
+        request (POST /upload/v1/batch): (files stored, their bytes), or None
+        from a server without batches (then each file is PUT)."""
+        manifest = []
+        for rel, path, size, signature in items:
+            with open(path, "rb") as f:
+                entry = {"path": rel, "size": size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+            if signature is not None:
+                entry["sig"] = base64.b64encode(signature).decode("ascii")
+            manifest.append(entry)
+        head = json.dumps(manifest).encode()
+        head = len(head).to_bytes(4, "big") + head
+
+        def body():
+            yield head
+            for _, path, _, _ in items:
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(BLOCK), b""):
+                        yield block
+        try:
+            status, doc = self.request("POST", PREFIX + "batch", body, {
+                "Content-Length": str(len(head) + sum(i[2] for i in items)),
+                "Content-Type": "application/octet-stream"})
+        except NoSuchAction:
+            return None
+        return doc.get("stored", 0), doc.get("stored_bytes", 0)
 
     def post(self, action, doc):
         body = json.dumps(doc).encode()
@@ -149,37 +188,53 @@ class Upload:
         self.connection.close()
 
 
+def batches(area, source, files, signed):
+    """files in batches of at most BATCH_FILES files and about BATCH_BYTES:
+    [(cache path, local path, size, signature or None)] each."""
+    batch, size = [], 0
+    for rel, length in files:
+        signature = None
+        if signed and signatures.kind(cache_path(area, rel)) == "object":
+            with open(os.path.join(source, rel + SIG_SUFFIX), "rb") as f:
+                signature = f.read()
+        batch.append((cache_path(area, rel), os.path.join(source, rel), length, signature))
+        size += length
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def upload_files(connections, area, source, files, what, signed=False):
-    """Upload (relative path, size) files of source to area, over the
-    connections at once (one file each at a time: the server's checks and
-    syncs overlap); to a signed cache, each sstate object with its .sig.
+    """Upload (relative path, size) files of source to area, in batches over
+    the connections at once (each file one PUT to a server without
+    batches); to a signed cache, each sstate object with its .sig.
     Returns (files stored, bytes)."""
     progress = Progress("uploading " + what, len(files))
-    pending = iter(files)
+    pending = batches(area, source, files, signed)
     lock = threading.Lock()
     stored = []
 
     def work(connection):
         while True:
             with lock:
-                item = next(pending, None)
-            if item is None:
+                batch = next(pending, None)
+            if batch is None:
                 return
-            rel, size = item
-            signature = None
-            if signed and signatures.kind(cache_path(area, rel)) == "object":
-                with open(os.path.join(source, rel + SIG_SUFFIX), "rb") as f:
-                    signature = f.read()
-            if connection.put(cache_path(area, rel), os.path.join(source, rel), signature):
-                with lock:
-                    stored.append(size)
+            done = connection.batch(batch) if connection.batches else None
+            if done is None:   # a server without batches: one PUT each
+                connection.batches = False
+                sizes = [size for rel, path, size, signature in batch if connection.put(rel, path, signature)]
+                done = (len(sizes), sum(sizes))
             with lock:
-                progress.step()
+                stored.append(done)
+                progress.step(len(batch))
     with ThreadPoolExecutor(len(connections)) as pool:
         for result in [pool.submit(work, c) for c in connections]:
             result.result()   # the first failure, raised here
     progress.close()
-    return len(stored), sum(stored)
+    return sum(c for c, _ in stored), sum(b for _, b in stored)
 
 
 def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, downloads_dir=None, hashserv_db=None,
@@ -191,7 +246,8 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
                            hashserv_db or (None if equivalences else "-"), out, buildstats_dirs)
     timed = paths.durations(name)
     outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
-    hashserv = import_hashserv(bitbake)
+    # bitbake's hashserv (a quarter of a second to import: bb) loads while the files go.
+    hashserv = ThreadPoolExecutor(1).submit(import_hashserv, bitbake) if equivalences else None
     started = time.time()
     publish_id = secrets.token_hex(8)   # a commit tried again (a replica gone) is noted once
     with contextlib.closing(Upload(url, name, secret)) as upload:
@@ -228,7 +284,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         if not equivalences:
             out.write("equivalences: none sent (--no-equivalences)\n")
         else:
-            superseded = report_equivalences(hashserv, address, name, secret, outhashes, unihashes,
+            superseded = report_equivalences(hashserv.result(), address, name, secret, outhashes, unihashes,
                                              paths.hashserv_db, out)
         summary = upload.post("commit", {
             "publish": publish_id,

@@ -148,13 +148,13 @@ class Cache:
         progress.close()
         return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
 
-    def receive(self, rel, stream, length, sha256, now=None, check=None, replace=False):
-        """One uploaded file (rel checked by the caller; check and replace as
-        storage.put_stream's): True if the cache had it already."""
+    def receive(self, rel, stream, length, sha256, now=None, check=None, replace=False, sync=True):
+        """One uploaded file (rel checked by the caller; check, replace and
+        sync as storage.put_stream's): True if the cache had it already."""
         if length > self.storage.free_space():
             raise Refused(507, "%s: %d bytes do not fit on the cache's disk" % (rel, length))
         return self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now,
-                                       check, replace)
+                                       check, replace, sync)
 
     def discard_superseded(self, unihashes, named):
         """Remove the sstate files under those of `unihashes` that no

@@ -10,6 +10,7 @@
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -39,6 +40,26 @@ def download_files(dl_dir):
             if os.path.islink(path) or not os.path.isfile(path):
                 continue
             yield os.path.relpath(path, dl_dir), os.path.getsize(path)
+
+
+def sync_directory(directory):
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library, for syncfs(2); None where it cannot be loaded."""
+    try:
+        import ctypes
+        import ctypes.util
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except (OSError, AttributeError):
+        return None
 
 
 class LocalStorage(Storage):
@@ -116,15 +137,18 @@ class LocalStorage(Storage):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False):
-        """To a temporary name, checked, synced, then linked under rel (renamed over it if replace)."""
+    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False, sync=True):
+        """To a temporary name, checked, synced (or left to sync()), then
+        linked under rel (renamed over it if replace, or if what holds the
+        name has another size: a file a crash cut short)."""
         directory = self._parent(rel)
         tmp = self._temporary(directory)
         try:
             try:
                 with open(tmp, "w+b") as f:
                     copy_verified(rel, stream, length, sha256, f)
-                    os.fsync(f.fileno())
+                    if sync:
+                        os.fsync(f.fileno())
                     if check:
                         f.seek(0)
                         check(f)
@@ -141,17 +165,24 @@ class LocalStorage(Storage):
             try:
                 os.link(tmp, self.path(rel))   # never replaces a published file
             except FileExistsError:
-                return True
-            with contextlib.suppress(OSError):
-                fd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                if os.path.getsize(self.path(rel)) == length:
+                    return True
+                os.replace(tmp, self.path(rel))
+            if sync:
+                sync_directory(directory)
             return False
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def sync(self):
+        """One syncfs(2) of the cache's file system (os.sync() where there is none)."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _libc() is None or _libc().syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
 
     def append(self, rel, content, kept):
         """In place: past `kept`, an interrupted append is overwritten."""

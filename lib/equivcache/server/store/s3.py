@@ -123,7 +123,7 @@ class S3Storage(Storage):
                                 ExtraArgs={"Metadata": {"published": "%d" % when}})
 
     @_s3_errors
-    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False):
+    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False, sync=True):
         """Exactly `length` bytes of `stream` to rel if their SHA-256 is
         `sha256` and check() passes (spooled and checked first: nothing is
         sent to the bucket until the whole body is there and right). A file

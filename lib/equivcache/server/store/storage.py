@@ -96,12 +96,17 @@ class Storage(abc.ABC):
         """Copy the local file source to rel, replacing what is there; `when` is its publish time."""
 
     @abc.abstractmethod
-    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False):
+    def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False, sync=True):
         """Exactly `length` bytes of `stream` to rel if their SHA-256 is
         `sha256` (copy_verified()) and check(file open on them) raises no
         Refused; a file already published under rel is kept (replaced if
-        replace), True if it was there. A short body, a wrong hash, a failed
-        check or a full disk leave nothing behind (Refused)."""
+        replace, or if it has another size: what a crash left), True if it
+        was there. A short body, a wrong hash, a failed check or a full disk
+        leave nothing behind (Refused). Without sync, the file is on stable
+        storage only after the next sync()."""
+
+    def sync(self):
+        """What put_stream(sync=False) wrote, on stable storage (nothing to do where every write is)."""
 
     @abc.abstractmethod
     def append(self, rel, content, kept):
