@@ -270,6 +270,45 @@ def test_bad_uploads_refused(served, tmp_path):
     assert os.listdir(str(outside)) == []
 
 
+def batch_body(entries):
+    """A batch request's body of (path, data[, manifest fields that differ]) entries: the manifest, then the data."""
+    manifest = [dict({"path": e[0], "size": len(e[1]), "sha256": hashlib.sha256(e[1]).hexdigest()},
+                     **(e[2] if len(e) > 2 else {})) for e in entries]
+    head = json.dumps(manifest).encode()
+    return len(head).to_bytes(4, "big") + head + b"".join(e[1] for e in entries)
+
+
+def test_batches(served):
+    """Many files in one request, each stored as a PUT stores it; a bad batch is refused whole before any file
+    is read, and a file whose hash is wrong stops the batch there: what came before it stays, nothing after."""
+    line = add_token(served.cache_dir, "ci-1")
+    other = OBJECT.replace("sstate:r::", "sstate:s::")
+    download = "downloads/b.tar.gz"
+    status, body = request(served, "POST", "/upload/v1/batch", batch_body([(OBJECT, b"one"), (download, b"two")]),
+                           line)
+    assert (status, json.loads(body)) == (200, {"stored": 2, "present": 0, "stored_bytes": 6})
+    assert cache_files(served.cache_dir) == {OBJECT, download}
+    with open(os.path.join(served.cache_dir, download), "rb") as f:
+        assert f.read() == b"two"
+    status, body = request(served, "POST", "/upload/v1/batch", batch_body([(OBJECT, b"one")]), line)
+    assert (status, json.loads(body)) == (200, {"stored": 0, "present": 1, "stored_bytes": 0})
+    refused = {
+        "bad path": (batch_body([("sstate-cache/../x", b"1")]), 400),
+        "length": (batch_body([(other, b"1")])[:-1], 400),
+        "over the limit": (batch_body([(other, b"x" * (65 << 10))]), 400),
+        "manifest": (b"\0\0\0\2{}", 400),
+        "wrong hash": (batch_body([(other, b"1", {"sha256": "0" * 64})]), 422),
+    }
+    for what, (body, expected) in refused.items():
+        assert request(served, "POST", "/upload/v1/batch", body, line)[0] == expected, what
+    assert request(served, "POST", "/upload/v1/batch", batch_body([(other, b"1")]), None)[0] == 401
+    assert cache_files(served.cache_dir) == {OBJECT, download}
+    third = "downloads/c.tar.gz"
+    body = batch_body([(third, b"3"), (other, b"1", {"sha256": "0" * 64}), ("downloads/d.tar.gz", b"4")])
+    assert request(served, "POST", "/upload/v1/batch", body, line)[0] == 422
+    assert cache_files(served.cache_dir) == {OBJECT, download, third}
+
+
 def test_hashserv_permissions_of_tokens(served, tmp_path):
     producer = add_token(served.cache_dir, "ci-1").split(":")
     reader = add_token(served.cache_dir, "viewer", role="reader").split(":")
