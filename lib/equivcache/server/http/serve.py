@@ -22,6 +22,7 @@ from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, DEFAUL
                                                   loopback_for, socket_alive, tcp_address)
 from equivcache.reportsend import PATH as REPORTS
 from equivcache.server.http.dashboard import Dashboard
+from equivcache.server.http.handoff import UploadWorker
 from equivcache.server.store.history import open_history
 from equivcache.server.store.ledger import note_used
 from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config, token_store
@@ -90,7 +91,8 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         start_hashserv(children, layout, bitbake, hashserv, database, db_password, "INFO" if verbose else "WARNING",
                        bind, hashserv_port, ws_port, ws_bind)
         mirror = http_server(cache, hashserv, config, db_password, bind, http_port, max_upload, accept_reports)
-        mirror.health = lambda: health(cache, children)
+        mirror.worker = UploadWorker(mirror)   # forked before the mirror serves
+        mirror.health = lambda: health(cache, children, mirror.worker)
         threading.Thread(target=mirror.serve_forever, daemon=True).start()
         cache.write_descriptor()
         state = {
@@ -112,6 +114,8 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
         if mirror is not None:
             mirror.shutdown()
             mirror.server_close()
+            if mirror.worker is not None:
+                mirror.worker.stop()
         for child in reversed(children):
             child.stop()
         with contextlib.suppress(FileNotFoundError):
@@ -123,11 +127,13 @@ def serve(cache, bitbake, bind="127.0.0.1", http_port=DEFAULT_HTTP_PORT, hashser
     return status
 
 
-def health(cache, children):
+def health(cache, children, worker=None):
     """GET /healthz: (200 or 503, {"status", "parts": {name: up}}): every
-    bitbake-hashserv listener running, the write socket answering, the
-    storage answering (a bucket: one HEAD)."""
+    bitbake-hashserv listener running, the upload worker, the write socket
+    answering, the storage answering (a bucket: one HEAD)."""
     parts = {child.name: child.process.poll() is None for child in children}
+    if worker is not None:
+        parts["upload worker"] = worker.alive()
     parts["write socket"] = socket_alive(cache.layout.socket)
     try:
         cache.storage.sizes([desc.NAME])

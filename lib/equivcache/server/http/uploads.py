@@ -121,8 +121,18 @@ class CacheHTTPServer(MirrorServer):
         self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
         self.dashboard, self.reports_need_token = dashboard, reports_need_token
         self.health = None   # () -> (status, document): serve's, once its parts run
+        self.worker = None   # handoff.UploadWorker: upload connections go to it
+        self.handed = set()   # the connections handed to it, closed here without a shutdown
         self.signed = SignedUploads(cache, tokens) if require_signatures else None
         super().__init__(cache.served_root, address, CacheHandler)
+
+
+    def shutdown_request(self, request):
+        if request in self.handed:   # the upload worker has it: only this process's descriptor goes
+            self.handed.discard(request)
+            request.close()
+            return
+        super().shutdown_request(request)
 
 
 class CacheHandler(MirrorHandler):
@@ -190,6 +200,10 @@ class CacheHandler(MirrorHandler):
 
     def upload(self, method):
         path = urllib.parse.urlsplit(self.path).path
+        if self.server.worker is not None and path.startswith(PREFIX) and self.server.worker.take(self):
+            self.server.handed.add(self.request)
+            self.close_connection = True
+            return
         background()
         tokens = self.server.tokens
         if path.startswith(PREFIX) and not tokens.active("producer"):
@@ -316,13 +330,16 @@ class CacheHandler(MirrorHandler):
     def batch(self, token, length):
         """Many files in one request (see above): each written as a PUT writes it, all synced once."""
         manifest = self.batch_manifest(length)
+        room = self.server.cache.storage.free_space()
+        if sum(e[1] for e in manifest) > room:
+            raise Refused(507, "a batch of %d bytes does not fit on the cache's disk" % sum(e[1] for e in manifest))
         present, size_present = 0, 0
         try:
             for path, size, sha256, signature in manifest:
                 if self.server.signed:
                     had = self.server.signed.receive(token, path, self.rfile, size, sha256, signature, sync=False)
                 else:
-                    had = self.server.cache.receive(path, self.rfile, size, sha256, sync=False)
+                    had = self.server.cache.receive(path, self.rfile, size, sha256, sync=False, room=room)
                 present += bool(had)
                 size_present += size if had else 0
         finally:   # what was stored before a refusal stays, on stable storage

@@ -148,10 +148,11 @@ class Cache:
         progress.close()
         return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
 
-    def receive(self, rel, stream, length, sha256, now=None, check=None, replace=False, sync=True):
+    def receive(self, rel, stream, length, sha256, now=None, check=None, replace=False, sync=True, room=None):
         """One uploaded file (rel checked by the caller; check, replace and
-        sync as storage.put_stream's): True if the cache had it already."""
-        if length > self.storage.free_space():
+        sync as storage.put_stream's): True if the cache had it already.
+        room: the free space the caller found (a batch asks once)."""
+        if length > (self.storage.free_space() if room is None else room):
             raise Refused(507, "%s: %d bytes do not fit on the cache's disk" % (rel, length))
         return self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now,
                                        check, replace, sync)
