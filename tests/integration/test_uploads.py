@@ -309,6 +309,30 @@ def test_batches(served):
     assert cache_files(served.cache_dir) == {OBJECT, download, third}
 
 
+def test_upload_worker(served):
+    """serve's upload worker takes the uploads; killed, it shows in /healthz (503), and uploads are served
+    by serve itself, whole."""
+    line = add_token(served.cache_dir, "ci-1")
+    status, body = request(served, "GET", "/healthz")
+    assert status == 200 and json.loads(body)["parts"]["upload worker"] is True, body
+    with open("/proc/%d/task/%d/children" % (served.process.pid, served.process.pid)) as f:
+        children = [int(pid) for pid in f.read().split()]
+    workers = []
+    for pid in children:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"bitbake-hashserv" not in f.read():
+                workers.append(pid)
+    assert len(workers) == 1, children
+    assert put(served, OBJECT, b"one", line)[0] == 201
+    os.kill(workers[0], signal.SIGKILL)
+    wait_for(lambda: request(served, "GET", "/healthz")[0] == 503, 10, "/healthz did not see the worker gone")
+    assert json.loads(request(served, "GET", "/healthz")[1])["parts"]["upload worker"] is False
+    other = OBJECT.replace("sstate:r::", "sstate:s::")
+    assert put(served, other, b"two", line)[0] == 201
+    with open(os.path.join(served.cache_dir, other), "rb") as f:
+        assert f.read() == b"two"
+
+
 def test_hashserv_permissions_of_tokens(served, tmp_path):
     producer = add_token(served.cache_dir, "ci-1").split(":")
     reader = add_token(served.cache_dir, "viewer", role="reader").split(":")
