@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import socket
+import threading
 import time
 import urllib.parse
 
@@ -137,24 +138,53 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
                 self.used(path, st)
 
     def used(self, path, st):
-        """A download is a use (gc evicts the least recently used): atime now, mtime kept."""
+        """A download is a use (gc evicts the least recently used): its atime, set off the reader's path."""
         if path.startswith(self.server.root + os.sep + "sstate-cache" + os.sep) or \
                 path.startswith(self.server.root + os.sep + "siginfo" + os.sep):
-            try:
-                os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
-            except OSError:   # removed by gc meanwhile, or not ours to change
-                pass
+            self.server.note_use(path)
 
 
 class MirrorServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
+    # Downloads' access times are set by a thread of their own, this often:
+    # a reader never waits for a metadata write (nor for the journal of a
+    # file system that an upload syncs).
+    USE_FLUSH = 2.0
+
     def __init__(self, root, address=("127.0.0.1", 0), handler=MirrorHandler):
         self.root = os.path.realpath(root)
+        self._uses, self._uses_lock, self._flusher = {}, threading.Lock(), None
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__(address, handler)
+
+    def note_use(self, path):
+        with self._uses_lock:
+            self._uses[path] = time.time_ns()
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
+                self._flusher.start()
+
+    def _flush_loop(self):
+        while True:
+            time.sleep(self.USE_FLUSH)
+            self.flush_uses()
+
+    def flush_uses(self):
+        """The access times of the downloads noted since the last flush; the mtime (publish's) kept."""
+        with self._uses_lock:
+            uses, self._uses = self._uses, {}
+        for path, when in uses.items():
+            try:
+                os.utime(path, ns=(when, os.stat(path).st_mtime_ns))
+            except OSError:   # removed by gc meanwhile, or not ours to change
+                pass
+
+    def server_close(self):
+        self.flush_uses()
+        super().server_close()
 
     @property
     def url(self):
