@@ -20,6 +20,7 @@ import bb.fetch2  # noqa: E402
 for module in ("oe.sstatesig", "equivcache.siggen"):
     importlib.import_module(module)
 
+from equivcache import cachedescriptor  # noqa: E402
 from equivcache import configcheck as check  # noqa: E402
 
 DOC = {"hashserv": ["127.0.0.1:8686"], "sstate": "sstate-cache", "downloads": "downloads"}
@@ -108,8 +109,8 @@ def test_descriptor_locations(tmp_path):
     d = datastore(tmp_path, SSTATE_MIRRORS="file://.* http://h:1/sstate-cache/PATH;downloadfilename=PATH "
                                            "file://.* file:///srv/cache/sstate/PATH "
                                            "file://universal/(.*) file://universal-4.9/\\1")
-    assert check.descriptor_locations(d, "") == ["http://h:1/equivcache.json", "file:///srv/cache/equivcache.json"]
-    assert check.descriptor_locations(d, "http://cache:8080/") == ["http://cache:8080/equivcache.json"]
+    assert cachedescriptor.descriptor_locations(d, "") == ["http://h:1/equivcache.json", "file:///srv/cache/equivcache.json"]
+    assert cachedescriptor.descriptor_locations(d, "http://cache:8080/") == ["http://cache:8080/equivcache.json"]
 
 
 def test_saved_changes_per_configuration(tmp_path):

@@ -98,7 +98,8 @@ def test_serve_status_and_clean_stop(served, tmp_path):
     assert doc["hashserv"] == [served.hashserv]
     with urllib.request.urlopen(served.url + "/healthz") as answer:   # for a load balancer
         assert json.load(answer) == {"status": "ok", "parts": {"hashserv-write": True, "hashserv-read": True,
-                                                                "write socket": True, "storage": True}}
+                                                                "upload worker": True, "write socket": True,
+                                                                "storage": True}}
     admin = os.path.join(served.cache_dir, "server", "admin.json")
     assert os.stat(admin).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(admin)).st_mode & 0o777 == 0o700
