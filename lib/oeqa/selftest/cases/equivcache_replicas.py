@@ -64,10 +64,11 @@ class EquivCacheReplicaTests(ProducerTestCase):
                  "--hashserv-db", os.path.join(area, "persistent", "hashserv.db")],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
 
-        def landed(port):
+        def landed(port):   # upload requests (missing, batches, commits) a replica answered
             with open(access) as f:
-                return [line for line in f if line.startswith("PUT ") and line.rstrip().endswith(":%d" % port)]
-        wait_for(lambda: landed(replicas[0].http_port), 60, "no upload reached replica 1")
+                return [line for line in f if line.split()[1].startswith("/upload/v1/")
+                        and line.rstrip().endswith(":%d" % port)]
+        wait_for(lambda: landed(replicas[0].http_port), 60, "no upload request reached replica 1")
         replicas[0].process.kill()
         killed_during = any(p.poll() is None for p in publishes)
         gcs = 0
