@@ -260,8 +260,8 @@ def adopt_local(state, layout, local_config, admin, token_store, ledger_path, pu
         return
     if admin:
         state.first_setting("admin", admin)
+    shared = SharedTokenStore(state, layout.private)
     for token in token_store.tokens():
-        shared = SharedTokenStore(state, layout.private)
         shared.save_token(token)
         if token.get("key") and os.path.exists(token_store.key_path(token["name"])):
             with open(token_store.key_path(token["name"]), "rb") as f:
