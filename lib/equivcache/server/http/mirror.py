@@ -135,9 +135,9 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
                     return
-                self.used(path, st)
+                self.used(path)
 
-    def used(self, path, st):
+    def used(self, path):
         """A download is a use (gc evicts the least recently used): its atime, set off the reader's path."""
         if path.startswith(self.server.root + os.sep + "sstate-cache" + os.sep) or \
                 path.startswith(self.server.root + os.sep + "siginfo" + os.sep):
