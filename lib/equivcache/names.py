@@ -6,7 +6,8 @@
 
 import os
 import re
-import stat
+
+from equivcache.files import regular_files
 
 
 # The suffixes of an sstate object, of its signature data and of its signature.
@@ -45,20 +46,10 @@ def _named_files(root, parse):
 
 def named_stats(root, parse):
     """_named_files() with each file's os.stat() result instead of its size."""
-    for top, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(top, name)
-            rel = os.path.relpath(path, root)
-            parsed = parse(rel)
-            if parsed is None:
-                continue
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):   # no symbolic link
-                yield rel, st, parsed
+    for rel, st in regular_files(root):
+        parsed = parse(rel)
+        if parsed is not None:
+            yield rel, st, parsed
 
 
 def sstate_files(sstate_dir):

@@ -67,13 +67,16 @@ def keys_of(journal):
 def listed_files(sstate_dir):
     """Paths, relative to sstate_dir, of the files sstate_dir holds (the
     temporary files of an interrupted copy excluded)."""
-    for dirpath, dirnames, filenames in os.walk(sstate_dir):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, sstate_dir)
-        for name in sorted(filenames):
-            if name.startswith(".") or name.endswith((".tmp", ".lock")):
-                continue
-            yield name if rel == "." else rel + "/" + name
+    for rel, _ in listed_stats(sstate_dir):
+        yield rel
+
+
+def listed_stats(sstate_dir):
+    """listed_files() with each file's os.lstat() result."""
+    for rel, st in files.regular_files(sstate_dir):
+        name = rel.rpartition("/")[2]
+        if not (name.startswith(".") or name.endswith((".tmp", ".lock"))):
+            yield rel, st
 
 
 class Unavailable(Exception):

@@ -180,3 +180,40 @@ def test_index_schema(tmp_path):
     doc["objects"][0]["size"] = -1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema)
+
+
+def test_regular_files(tmp_path):
+    """files.regular_files: os.walk()'s order, each directory sorted; no symbolic link given or followed."""
+    for rel in ("b/2", "b/1", "a/c/3", "top"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * len(rel))
+    os.symlink(str(tmp_path / "top"), str(tmp_path / "b" / "link"))
+    os.symlink(str(tmp_path / "a"), str(tmp_path / "dirlink"))
+    walked = [os.path.relpath(os.path.join(top, name), tmp_path) for top, dirs, names in os.walk(tmp_path)
+              for name in sorted(names) if not dirs.sort() and not os.path.islink(os.path.join(top, name))]
+    assert [(rel, st.st_size) for rel, st in files.regular_files(str(tmp_path))] == \
+        [("top", 3), ("a/c/3", 5), ("b/1", 3), ("b/2", 3)] == [(rel, len(rel)) for rel in walked]
+    assert list(files.regular_files(str(tmp_path / "absent"))) == []
+
+
+def test_upload_into_a_directory_gc_removed(tmp_path):
+    """An upload into a directory another process (gc) removed after this
+    storage made it: made again; a symbolic link on the way is refused."""
+    import hashlib
+    import io
+    from equivcache.server.store.local import LocalStorage
+    from equivcache.server.store.storage import Refused
+    storage = LocalStorage(str(tmp_path))
+    obj = "sstate-cache/ad/72/sstate:a::1.0:r0::12:%s_unpack.tar.zst" % H
+    body = b"object"
+    digest = hashlib.sha256(body).hexdigest()
+    assert storage.put_stream(obj, io.BytesIO(body), len(body), digest, 1000) is False
+    LocalStorage(str(tmp_path)).remove(obj)   # gc's, in another process: sstate-cache/ad/ goes
+    assert not (tmp_path / "sstate-cache" / "ad").exists()
+    assert storage.put_stream(obj, io.BytesIO(body), len(body), digest, 1000) is False
+    assert (tmp_path / obj).read_bytes() == body and os.stat(tmp_path / obj).st_mtime == 1000
+    assert storage.put_stream(obj, io.BytesIO(body), len(body), digest, 2000) is True
+    os.symlink(str(tmp_path), str(tmp_path / "sstate-cache" / "ae"))
+    with pytest.raises(Refused, match="ae is a symbolic link"):
+        storage.put_stream(obj.replace("/ad/72/", "/ae/72/"), io.BytesIO(body), len(body), digest, 1000)
+    assert sorted(os.listdir(tmp_path / "sstate-cache" / "ad" / "72")) == [os.path.basename(obj)]
