@@ -18,7 +18,7 @@ import stat
 
 from equivcache import pathkeys
 from equivcache.files import write_atomic
-from equivcache.pathkeys import listed_files
+from equivcache.pathkeys import listed_stats
 from equivcache.server.store.storage import Refused, Storage, Stored, copy_verified
 
 # Fetcher state in DL_DIR that a mirror must not copy: locks, done stamps,
@@ -68,6 +68,9 @@ class LocalStorage(Storage):
     def __init__(self, root):
         self.root = os.path.realpath(root)
         self.local_root = self.root
+        # The directories _parent() found to be directories, or made: a
+        # batch's files ask once. One gone since (gc's) is made again.
+        self.checked = set()
 
     def path(self, rel):
         return os.path.join(self.root, *rel.split("/"))
@@ -82,16 +85,8 @@ class LocalStorage(Storage):
         return found
 
     def files(self, area):
-        top = os.path.join(self.root, area)
-        found = []
-        for rel in listed_files(top):
-            try:
-                st = os.lstat(os.path.join(top, rel))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):   # no symbolic link
-                found.append(Stored(rel, st.st_size, max(st.st_atime, st.st_mtime), st.st_mtime))
-        return found
+        return [Stored(rel, st.st_size, max(st.st_atime, st.st_mtime), st.st_mtime)
+                for rel, st in listed_stats(os.path.join(self.root, area))]
 
     def get_bytes(self, rel):
         try:
@@ -109,18 +104,21 @@ class LocalStorage(Storage):
         os.utime(self.path(rel), (when, when))
 
     def _parent(self, rel):
-        """The directory of rel, created, refused if a symbolic link leads anywhere."""
-        area = os.path.join(self.root, rel.split("/", 1)[0])
-        directory = area
-        for part in rel.split("/")[1:-1]:
+        """The directory of rel, made where absent; refused if a symbolic link
+        (or anything but a directory) is on the way. rel's components are
+        checked names (no "." or ".."), so nothing leads outside its area."""
+        directory = self.root
+        for part in rel.split("/")[:-1]:
             directory = os.path.join(directory, part)
-            if os.path.islink(directory):
-                raise Refused(400, "%s: %s is a symbolic link" % (rel, os.path.relpath(directory, self.root)))
-        if os.path.islink(area):
-            raise Refused(400, "%s: %s is a symbolic link" % (rel, os.path.basename(area)))
-        os.makedirs(directory, exist_ok=True)
-        if not os.path.realpath(directory).startswith(os.path.realpath(area) + os.sep) and directory != area:
-            raise Refused(400, "%s leads outside %s/" % (rel, os.path.basename(area)))
+            if directory in self.checked:
+                continue
+            try:
+                os.mkdir(directory)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                    raise Refused(400, "%s: %s is a symbolic link or a file, not a directory"
+                                  % (rel, os.path.relpath(directory, self.root)))
+            self.checked.add(directory)
         return directory
 
     def _temporary(self, directory):
@@ -145,21 +143,27 @@ class LocalStorage(Storage):
         tmp = self._temporary(directory)
         try:
             try:
-                with open(tmp, "w+b") as f:
+                f = open(tmp, "x+b")
+            except FileNotFoundError:   # its directory removed (by gc) since _parent() made it
+                self.checked.clear()
+                f = open(self._temporary(self._parent(rel)), "x+b")
+                tmp = f.name
+            try:
+                with f:
                     copy_verified(rel, stream, length, sha256, f)
                     if sync:
                         os.fsync(f.fileno())
                     if check:
                         f.seek(0)
                         check(f)
+                    os.fchmod(f.fileno(), 0o644)
+                    os.utime(f.fileno(), (when, when))
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise Refused(507, "%s: no space left on the cache's disk" % rel)
                 raise
-            os.chmod(tmp, 0o644)
-            os.utime(tmp, (when, when))
-            had = os.path.exists(self.path(rel))
             if replace:
+                had = os.path.exists(self.path(rel))
                 os.replace(tmp, self.path(rel))
                 return had
             try:
@@ -199,6 +203,7 @@ class LocalStorage(Storage):
             os.unlink(self.path(rel))
         parts = rel.split("/")[:-1]
         while len(parts) > 1:
+            self.checked.discard(self.path("/".join(parts)))
             try:
                 os.rmdir(self.path("/".join(parts)))
             except OSError:
