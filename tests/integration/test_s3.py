@@ -172,6 +172,12 @@ def test_s3_storage(rgw, tmp_path, monkeypatch):
     listed = storage.files("sstate-cache")
     assert sorted((f.rel, f.size) for f in listed) == [("ab/small", 6), ("ab/up", len(body))]
     assert all(f.used == f.written for f in listed)   # no access time in an object store
+    # A storage that makes its own client reads the listing's times itself: the same as botocore's parser.
+    for name, value in (("AWS_ACCESS_KEY_ID", rgw.access_key), ("AWS_SECRET_ACCESS_KEY", rgw.secret_key),
+                        ("AWS_DEFAULT_REGION", "default")):
+        monkeypatch.setenv(name, value)
+    own = s3storage.S3Storage("s3://storage/teams/a", endpoint=rgw.url)
+    assert own.client is not s3 and sorted(own.files("sstate-cache")) == sorted(listed)
     assert storage.sizes(["sstate-cache/ab/up", "sstate-cache/ab/none"]) == {
         "sstate-cache/ab/up": len(body), "sstate-cache/ab/none": None}
     storage.remove("sstate-cache/ab/small")
