@@ -143,7 +143,7 @@ def update(storage, paths, directory="sstate-cache", exclude=()):
     those of directory's files, leaving out the paths in exclude (gc's,
     about to be removed). storage: the cache's (server/store/storage.py:
     get_bytes, put_bytes, append, files, remove). Returns (entries, added,
-    new_generation). Callers serialise (publish's lock)."""
+    new_generation, head.json's document). Callers serialise (publish's lock)."""
     current = {key(p) for p in paths if p not in exclude}
     head, journal = read_with(lambda name: storage.get_bytes(DIRECTORY + "/" + name))
     known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
@@ -154,18 +154,18 @@ def update(storage, paths, directory="sstate-cache", exclude=()):
             storage.append(DIRECTORY + "/" + head["journal"], journal + b"".join(added), len(journal))
             head = dict(head, entries=head["entries"] + len(added))
             storage.put_bytes(DIRECTORY + "/" + HEAD, files.json_bytes(head))
-        return head["entries"], len(added), False
+        return head["entries"], len(added), False, head
     generation = secrets.token_hex(8)
     ordered = sorted(current)
     storage.put_bytes(DIRECTORY + "/" + journal_name(generation), b"".join(ordered))
     previous = head["journal"] if head else None
-    storage.put_bytes(DIRECTORY + "/" + HEAD, files.json_bytes({
-        "format": FORMAT, "version": VERSION, "directory": directory, "generation": generation,
-        "journal": journal_name(generation), "entries": len(ordered)}))
+    head = {"format": FORMAT, "version": VERSION, "directory": directory, "generation": generation,
+            "journal": journal_name(generation), "entries": len(ordered)}
+    storage.put_bytes(DIRECTORY + "/" + HEAD, files.json_bytes(head))
     for stored in storage.files(DIRECTORY):
         if stored.rel.startswith("journal-") and stored.rel not in (journal_name(generation), previous):
             storage.remove(DIRECTORY + "/" + stored.rel)
-    return len(ordered), len(current - known), True
+    return len(ordered), len(current - known), True, head
 
 
 # ---- reading (the build's mirror availability check) ----

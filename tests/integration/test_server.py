@@ -27,6 +27,7 @@ need_bitbake()
 import bb.asyncrpc  # noqa: E402
 import hashserv  # noqa: E402
 from equivcache import pathkeys  # noqa: E402
+from equivcache.server.hashequiv.database import merged_already, read_producer_database  # noqa: E402
 
 METHOD = "oe.sstatesig.OEOuthashBasic"
 
@@ -191,11 +192,23 @@ def test_publish_twice_and_while_serving(tmp_path):
     assert "equivalences: 21 output hashes (21 new), 22 unihashes (22 new)" in result.stdout, result.stdout
     assert rows(database) == (uni1, out1)
     assert "sstate index: 40 files (new generation)" in result.stdout, result.stdout
+    with open(os.path.join(cache_dir, "index.json"), "rb") as f:
+        index = f.read()
     result = run("publish", "--from", str(tmp_path / "p1"), cache_dir)
     assert result.returncode == 0, result
     assert "sstate: 0 files copied (0 B), 40 already present" in result.stdout, result.stdout
     assert "sstate index: 40 files (0 appended)" in result.stdout, result.stdout
     assert "(0 new)" in result.stdout and rows(database) == (uni1, out1)
+    with open(os.path.join(cache_dir, "index.json"), "rb") as f:   # not written again: nothing changed
+        assert f.read() == index
+    # Nothing to merge, and no write endpoint started for it: the cache's database was asked directly.
+    assert "(all in the cache's database already: nothing to merge)" in result.stdout, result.stdout
+    outhashes, unihashes = read_producer_database(str(tmp_path / "p1" / "cache" / "hashserv.db"))
+    assert merged_already(database, outhashes, unihashes)
+    assert not merged_already(database, outhashes, {**unihashes, (METHOD, h("at0")): h("elsewhere")})
+    assert not merged_already(database, outhashes + [dict(outhashes[0], outhash=h("another"))], unihashes)
+    assert not merged_already(database, outhashes, {(METHOD, h("new")): h("new")})
+    assert not merged_already("postgresql+asyncpg://hashserv@/hashserv", outhashes, unihashes)
 
     # Producer 2, published while the cache is served: 10 new outputs, 5
     # already published, and one output the cache has under another unihash.

@@ -175,10 +175,10 @@ def gc(cache, bitbake, max_size=None, older_than=None, grace_days=None, keep_pub
             checkpoint("ledger", 1)
             gone_sstate = {f[len("sstate-cache/"):] for g in evicted for f in g.files if f.startswith("sstate-cache/")}
             gone_sig = {f[len("siginfo/"):] for g in evicted for f in g.files if f.startswith("siginfo/")}
-            _, sstate_paths, _, _, _ = cache.write_indexes(gone_sstate, gone_sig,
-                                                           after_index=lambda: checkpoint("index", 1))
+            _, sstate_paths, _, _, _, head = cache.write_indexes(gone_sstate, gone_sig,
+                                                                 after_index=lambda: checkpoint("index", 1))
             remove_groups(cache, evicted)
-            cache.write_descriptor(sstate_paths=[p for p in sstate_paths if p not in gone_sstate])
+            cache.write_descriptor(sstate_paths=[p for p in sstate_paths if p not in gone_sstate], head=head)
             keep = {g.unihash for g in kept if g.unihash} | ledger.since(now - settings["grace_days"] * DAY)
             started, where = ledger.started, ledger.where
         finally:

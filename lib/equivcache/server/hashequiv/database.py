@@ -72,6 +72,34 @@ def read_producer_database(path):
     return outhashes, unihashes
 
 
+def merged_already(database, outhashes, unihashes):
+    """Whether the cache's database holds a producer's equivalences as they
+    are (each output hash row, each task's unihash the producer's): merging
+    them would add nothing and find nothing superseded, so a publish of a
+    build published before needs no write endpoint. Asked of a SQLite
+    database directly, read-only, a row at a time by its unique index;
+    False for PostgreSQL (not asked) or a database that cannot be read."""
+    if not is_sqlite(database) or not os.path.isfile(database):
+        return False
+    expected = dict(unihashes)
+    for row in outhashes:
+        expected.setdefault((row["method"], row["taskhash"]), row["taskhash"])
+    try:
+        with contextlib.closing(sqlite3.connect("file:%s?mode=ro" % database, uri=True)) as db:
+            for row in outhashes:
+                if db.execute("SELECT 1 FROM outhashes_v2 WHERE method=? AND taskhash=? AND outhash=?",
+                              (row["method"], row["taskhash"], row["outhash"])).fetchone() is None:
+                    return False
+            for (method, taskhash), unihash in expected.items():
+                found = db.execute("SELECT unihash FROM unihashes_v3 WHERE method=? AND taskhash=?",
+                                   (method, taskhash)).fetchone()
+                if found is None or found[0] != unihash:
+                    return False
+    except sqlite3.Error:
+        return False
+    return True
+
+
 NAMED_BATCH = 1000
 
 

@@ -204,21 +204,53 @@ class HashServ:
         return self.process.returncode
 
 
+class Background(threading.Thread):
+    """function(*args) run in a thread of its own from now on: result()
+    waits for it, and returns what it returned or raises what it raised."""
+
+    def __init__(self, function, *args):
+        super().__init__(daemon=True)
+        self.function, self.args, self.value, self.error = function, args, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.function(*self.args)
+        except BaseException as e:   # raised in the thread that asks for the result
+            self.error = e
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 @contextlib.contextmanager
-def write_endpoint(layout, bitbake, hashserv, database, db_password=None, admin=None):
-    """The address of a write endpoint on the cache's database: the running
-    server's socket, else a private bitbake-hashserv for the time of the merge
-    (which creates the admin user if given: a running server has)."""
+def write_endpoint(layout, bitbake, database, db_password=None, admin=None):
+    """A write endpoint on the cache's database, made ready while the block
+    runs: a Background whose result() is (hashserv module, address). The
+    running server's socket, else a private bitbake-hashserv for the time of
+    the block (which creates the admin user if given: a running server has):
+    started here (its parent-death signal is bound to this thread), then
+    bitbake's hashserv imported (a quarter of a second) and the server
+    waited for in the background, while a publish copies its files."""
     if socket_alive(layout.socket):
-        yield "unix://" + layout.socket
+        yield Background(lambda: (import_hashserv(bitbake), "unix://" + layout.socket))
         return
     private = os.path.join(layout.private, "publish-%d.sock" % os.getpid())
     child = HashServ("hashserv-publish", bitbake, "unix://" + private, database, WRITE_PERMS, "WARNING",
                      layout.private, admin=admin, db_password=db_password)
-    try:
+
+    def ready():
+        hashserv = import_hashserv(bitbake)
         child.wait_ready(hashserv, "unix://" + private)
-        yield "unix://" + private
+        return hashserv, "unix://" + private
+    waiting = Background(ready)
+    try:
+        yield waiting
     finally:
         child.stop()
+        waiting.join()   # its wait ends with the child
         with contextlib.suppress(FileNotFoundError):
             os.unlink(private)

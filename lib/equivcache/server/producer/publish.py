@@ -10,7 +10,8 @@ import sys
 import time
 
 from equivcache.formatting import human
-from equivcache.server.hashequiv.database import merge_database, read_producer_database, unihashes_named, usage
+from equivcache.server.hashequiv.database import (merge_database, merged_already, read_producer_database,
+                                                  unihashes_named, usage)
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
 from equivcache.server.store import signatures
 from equivcache.server.store.cache import commit_line
@@ -27,10 +28,15 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
                            buildstats_dirs)
     timed = paths.durations(LOCAL_PRODUCER)
     outhashes, unihashes = read_producer_database(paths.hashserv_db)
-    server_config(cache.layout, database)   # refuses another database before anything is copied
+    config = server_config(cache.layout, database)   # refuses another database before anything is copied
 
-    with cache.lock(out):
+    with cache.lock(out), contextlib.ExitStack() as stack:
         started = time.time()
+        # A build published before brings no equivalence the cache lacks: no write endpoint. Otherwise
+        # one starts while the files are copied.
+        merged = merged_already(config["database"], outhashes, unihashes)
+        endpoint = None if merged else stack.enter_context(
+            cache.starting_endpoint(bitbake, database, db_password, config=config))[0]
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
         sent = [0, 0]
@@ -46,26 +52,31 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
                       % (what, copied, human(size), present, source))
         paths.say_absent(out)
         paths.say_durations(timed, out)
-
-        with cache.endpoint(bitbake, database, db_password) as (hashserv, address, config):
+        producer = producer_of(newest_build_configuration(paths.tmpdirs))
+        if merged:
+            say_merged(out, {"outhashes": len(outhashes), "unihashes": len(unihashes), "remapped": 0}, 0, 0,
+                       paths.hashserv_db, " (all in the cache's database already: nothing to merge)")
+            summary = cache.commit(published_unihashes(outhashes, unihashes), started, producer, (), None, timed)
+        else:
+            hashserv, address = endpoint.result()
             with contextlib.closing(hashserv.create_client(address)) as client:
                 before = usage(client)
                 counts = merge_database(client, outhashes, unihashes)
                 after = usage(client)
-                new_out = after.get("outhashes_v2", 0) - before.get("outhashes_v2", 0)
-                new_uni = after.get("unihashes_v3", 0) - before.get("unihashes_v3", 0)
-                out.write("equivalences: %d output hashes (%d new), %d unihashes (%d new) from %s; %d taken "
-                          "over by an equivalent output the cache already had\n" % (
-                              counts["outhashes"], new_out, counts["unihashes"], new_uni, paths.hashserv_db,
-                              counts["remapped"]))
-                summary = cache.commit(published_unihashes(outhashes, unihashes), started,
-                                       producer_of(newest_build_configuration(paths.tmpdirs)),
-                                       counts["superseded"], lambda batch: unihashes_named(client, batch),
-                                       timed)
+                say_merged(out, counts, after.get("outhashes_v2", 0) - before.get("outhashes_v2", 0),
+                           after.get("unihashes_v3", 0) - before.get("unihashes_v3", 0), paths.hashserv_db)
+                summary = cache.commit(published_unihashes(outhashes, unihashes), started, producer,
+                                       counts["superseded"], lambda batch: unihashes_named(client, batch), timed)
         out.write(commit_line(summary))
         note_history(out, lambda: open_history(cache.layout, config, db_password).note_publish(
             LOCAL_PRODUCER, summary["objects"], sent[0], sent[1]))
     return 1 if refused else 0
+
+
+def say_merged(out, counts, new_out, new_uni, source, note=""):
+    out.write("equivalences: %d output hashes (%d new), %d unihashes (%d new) from %s%s; %d taken over by an "
+              "equivalent output the cache already had\n" % (
+                  counts["outhashes"], new_out, counts["unihashes"], new_uni, source, note, counts["remapped"]))
 
 
 def say_refused(refused, source, out):

@@ -26,7 +26,7 @@ from equivcache import descriptor as desc
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.formatting import human
 from equivcache.server.hashequiv.database import merge_database, read_producer_database
-from equivcache.server.hashequiv.processes import import_hashserv
+from equivcache.server.hashequiv.processes import Background, import_hashserv
 from equivcache.server.hashequiv.tokens import read_token_file
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
 from equivcache.server.producer.publish import published_unihashes
@@ -247,7 +247,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
     timed = paths.durations(name)
     outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
     # bitbake's hashserv (a quarter of a second to import: bb) loads while the files go.
-    hashserv = ThreadPoolExecutor(1).submit(import_hashserv, bitbake) if equivalences else None
+    hashserv = Background(import_hashserv, bitbake) if equivalences else None
     started = time.time()
     publish_id = secrets.token_hex(8)   # a commit tried again (a replica gone) is noted once
     with contextlib.closing(Upload(url, name, secret)) as upload:

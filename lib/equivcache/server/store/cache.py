@@ -30,7 +30,7 @@ from equivcache import catalog, descriptor as desc, durations, names, pathkeys
 from equivcache.cli import Progress
 from equivcache.files import json_bytes
 from equivcache.formatting import utc_iso
-from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, import_hashserv, tcp_address,
+from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, tcp_address,
                                                    write_endpoint)
 from equivcache.server.store.groups import group_files
 from equivcache.server.store.layout import admin_credentials, saved_config, server_config, token_store
@@ -44,6 +44,11 @@ class Cache:
 
     def __init__(self, root, storage, layout):
         self.root, self.storage, self.layout = root, storage, layout
+        # {area: {path: size}} a publish listed (a bucket's add_files), kept
+        # up to date by it until its commit, which lists nothing again: in
+        # publish's lock, only uploads not yet committed (which their own
+        # commit lists) can change the cache meanwhile.
+        self.listed = None
 
     @property
     def served_root(self):
@@ -65,7 +70,10 @@ class Cache:
         every replica; released if the holder dies)."""
         if self.layout.shared:
             with self.layout.shared.lock(self.root, out):
-                yield
+                try:
+                    yield
+                finally:
+                    self.listed = None   # what a publish listed holds only in the lock
             return
         with open(self.layout.publish_lock, "w") as lock:
             try:
@@ -75,7 +83,10 @@ class Cache:
                     out.write("waiting for the publish or gc under way in %s to finish\n" % self.root)
                     out.flush()
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+            try:
+                yield
+            finally:
+                self.listed = None   # what a publish listed holds only in the lock
 
     @contextlib.contextmanager
     def endpoint(self, bitbake, database=None, db_password=None, admin=False):
@@ -83,15 +94,26 @@ class Cache:
         cache's database: the running server's socket, else a private
         bitbake-hashserv for the time of the block (with the cache's admin
         user if asked: a running server has it)."""
-        config = server_config(self.layout, database)
-        hashserv = import_hashserv(bitbake)
+        with self.starting_endpoint(bitbake, database, db_password, admin) as (ready, config):
+            yield ready.result() + (config,)
+
+    @contextlib.contextmanager
+    def starting_endpoint(self, bitbake, database=None, db_password=None, admin=False, config=None):
+        """endpoint() made ready while the block runs: (a Background whose
+        result() is (hashserv module, address), server.json)."""
+        config = config or server_config(self.layout, database)
         creds = admin_credentials(self.layout) if admin else None
-        with write_endpoint(self.layout, bitbake, hashserv, config["database"], db_password, creds) as address:
-            yield hashserv, address, config
+        with write_endpoint(self.layout, bitbake, config["database"], db_password, creds) as ready:
+            yield ready, config
 
     def listing(self, area):
         """{path relative to area: size} of the files the cache holds there."""
-        return {f.rel: f.size for f in self.storage.files(area)}
+        if self.listed is not None and area in self.listed:
+            return dict(self.listed[area])
+        found = {f.rel: f.size for f in self.storage.files(area)}
+        if self.listed is not None:
+            self.listed[area] = dict(found)
+        return found
 
     def read_bytes(self, name):
         """A file of the cache (index.json, sstate-index/head.json...), None if absent."""
@@ -124,7 +146,12 @@ class Cache:
         An error stops the publish before its commit. Returns (written,
         bytes, present)."""
         now = time.time() if now is None else now
-        sizes = self.storage.sizes([cache_path(area, rel) for rel, _ in files])
+        if self.storage.lists:
+            self.listed = {} if self.listed is None else self.listed
+            listed = self.listing(area)
+            sizes = {cache_path(area, rel): listed.get(rel) for rel, _ in files}
+        else:
+            sizes = self.storage.sizes([cache_path(area, rel) for rel, _ in files])
         wanted = []
         for rel, length in files:
             if sizes[cache_path(area, rel)] == length:
@@ -146,6 +173,8 @@ class Cache:
             for item in wanted:
                 put(item)
         progress.close()
+        if self.listed is not None:
+            self.listed[area].update(wanted)
         return len(wanted), sum(length for _, length in wanted), len(files) - len(wanted)
 
     def receive(self, rel, stream, length, sha256, now=None, check=None, replace=False, sync=True, room=None):
@@ -171,6 +200,8 @@ class Cache:
             parsed = names.parse_sstate_name(rel)
             if parsed and parsed[2] in orphans:
                 self.storage.remove(cache_path("sstate-cache", rel))
+                if self.listed is not None and "sstate-cache" in self.listed:
+                    del self.listed["sstate-cache"][rel]
                 removed += 1
         return removed
 
@@ -178,26 +209,31 @@ class Cache:
         """index.json, durations.json (with new_durations, {(recipe, task,
         unihash): entry}, it lacked), then the sstate index, of what the
         cache holds (less what gc is about to remove). Returns (index
-        document, sstate-cache/'s paths, sstate index entries, appended, rewritten)."""
+        document, sstate-cache/'s paths, sstate index entries, appended,
+        rewritten, the sstate index's head.json as written)."""
         sstate = self.listing("sstate-cache")
         doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
                                  exclude=exclude_sstate, exclude_signatures=exclude_signatures)
         present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
-        timed = durations.document(durations.merged(durations.entries_of(self.read_json(durations.NAME)),
-                                                    new_durations or {}, present))
         # A build report reads both in one request: index.json carries the durations too.
-        self.storage.put_bytes(catalog.NAME, json_bytes(dict(doc, durations=timed)))
-        self.storage.put_bytes(durations.NAME, json_bytes(timed))
+        current = self.read_json(catalog.NAME)
+        current = current if isinstance(current, dict) else {}
+        kept = current.get("durations") if isinstance(current.get("durations"), dict) else \
+            self.read_json(durations.NAME)
+        timed = durations.document(durations.merged(durations.entries_of(kept), new_durations or {}, present))
+        if not same_but_when(current, dict(doc, durations=timed)):   # a publish of nothing new writes nothing
+            self.storage.put_bytes(catalog.NAME, json_bytes(dict(doc, durations=timed)))
+            self.storage.put_bytes(durations.NAME, json_bytes(timed))
         if after_index is not None:
             after_index()
         return (doc, sorted(sstate)) + tuple(pathkeys.update(self.storage, sorted(sstate), exclude=exclude_sstate))
 
-    def write_descriptor(self, producer=None, sstate_paths=None):
+    def write_descriptor(self, producer=None, sstate_paths=None, head=None):
         """Refresh the descriptor: the read endpoint's public address as serve
         saved it in server.json; the NATIVELSBSTRINGs of sstate_paths (else
         those it names, or of a listing if it names none); the sstate index's
-        head as it is now (written before the descriptor, always); what is
-        not given kept from the current one."""
+        head as it is now (written before the descriptor, always; read unless
+        given); what is not given kept from the current one."""
         current = self.read_json(desc.NAME) or {}
         config = saved_config(self.layout)
         if sstate_paths is None and "nativelsbstrings" in current:
@@ -215,7 +251,7 @@ class Cache:
             "nativelsbstrings": native,
             "producer": producer if producer is not None else current.get("producer", {}),
         }
-        head = self.read_json(pathkeys.DIRECTORY + "/" + pathkeys.HEAD)
+        head = head or self.read_json(pathkeys.DIRECTORY + "/" + pathkeys.HEAD)
         if head is not None:   # consumers read it here, and skip a request for head.json
             doc["sstate_index"] = head
         if config.get("require_signatures"):
@@ -243,10 +279,13 @@ class Cache:
         """What a publish ends with, in the lock: the objects no equivalence
         names dropped (discard_superseded), the indexes and durations, gc's
         ledger (the unihashes it brought, and when it started), the descriptor."""
-        discarded = self.discard_superseded(superseded, named) if named else 0
-        doc, sstate_paths, entries, added, rewritten = self.write_indexes(new_durations=new_durations)
+        try:
+            discarded = self.discard_superseded(superseded, named) if named else 0
+            doc, sstate_paths, entries, added, rewritten, head = self.write_indexes(new_durations=new_durations)
+        finally:
+            self.listed = None
         note_published(self.layout, unihashes, started)
-        descriptor = self.write_descriptor(producer, sstate_paths)
+        descriptor = self.write_descriptor(producer, sstate_paths, head)
         return {
             "objects": sum(1 for o in doc["objects"] if o["path"]),
             "signatures": len(doc["signatures"]),
@@ -267,6 +306,14 @@ class Cache:
         objects = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
         kept = durations.entries_of(self.read_json(durations.NAME))
         return sum(1 for k in new if k in kept and k not in objects and kept[k] == new[k])
+
+
+def same_but_when(old, new):
+    """Whether two index.json documents say the same but for when they were generated."""
+    def what(doc):
+        timed = doc.get("durations")
+        return dict(doc, generated=None, durations=dict(timed, generated=None) if isinstance(timed, dict) else timed)
+    return what(old) == what(new)
 
 
 def commit_line(summary):

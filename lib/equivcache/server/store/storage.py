@@ -71,6 +71,9 @@ class Storage(abc.ABC):
 
     # How many files put_file() may write at once to good effect.
     uploads = 1
+    # Whether sizes() lists whole areas (a bucket: no request per file):
+    # then a publish keeps what it listed for its commit (Cache.add_files).
+    lists = False
     # The local directory holding the files, which serve's http mirror
     # serves; None where consumers read the storage itself (a bucket).
     local_root = None
