@@ -38,6 +38,7 @@ def mirror(tmp_path_factory):
         path.write_bytes(content)
     (tmp_path / "outside").write_bytes(b"secret")
     os.symlink(str(tmp_path / "outside"), str(root / "sstate-cache" / "escape"))
+    os.mkfifo(str(root / "sstate-cache" / "fifo"))   # opened, it would hold a reader until a writer came
     server = MirrorServer(str(root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, data
@@ -81,7 +82,7 @@ def test_ranges(mirror):
 @pytest.mark.parametrize("path", [
     "/hashserv.db", "/server/admin.json", "/sstate-cache/../hashserv.db", "/sstate-cache/%2e%2e/hashserv.db",
     "/sstate-cache/..%2fhashserv.db", "/sstate-cache/escape", "/sstate-cache/", "/sstate-cache", "/",
-    "/sstate-cache/missing", "/%00", "//etc/passwd",
+    "/sstate-cache/missing", "/%00", "//etc/passwd", "/sstate-cache/fifo",
 ])
 def test_nothing_else_is_served(mirror, path):
     server, _ = mirror

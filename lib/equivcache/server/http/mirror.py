@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import socket
+import stat
 import threading
 import time
 import urllib.parse
@@ -53,10 +54,14 @@ def parse_range(header, size):
     return start, min(end, size - 1)
 
 
-def resolve(root, url_path):
-    """The file under root that url_path names, or None: only the published
-    names, no "..", no hidden name (an upload or copy under way), no symlink
-    leading out of root, no directory."""
+def open_published(root, url_path):
+    """(open file, real path) of the file under root that url_path names,
+    or None: only the published names, no "..", no hidden name (an upload
+    or copy under way), no symbolic link leading out of its area, nothing
+    but a regular file (opened without blocking: no FIFO holds a reader).
+    Where the file really is comes from the kernel's name of the open
+    descriptor (/proc/self/fd): one call, not realpath()'s lstat of every
+    component, for every GET."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
     if "\0" in path:
         return None
@@ -64,13 +69,33 @@ def resolve(root, url_path):
     if not parts or parts[0] not in PUBLIC or any(p.startswith(".") for p in parts):
         return None
     candidate = os.path.join(root, *parts)
-    real = os.path.realpath(candidate)
-    top = os.path.realpath(os.path.join(root, parts[0]))
-    if real != top and not real.startswith(top + os.sep):
+    try:
+        fd = os.open(candidate, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
-    if not os.path.isfile(real):
-        return None
-    return real
+    try:
+        top = real_path(os.path.join(root, parts[0]))
+        real = real_path(candidate, fd)
+        if (real == top or real.startswith(top + os.sep)) and stat.S_ISREG(os.fstat(fd).st_mode):
+            return os.fdopen(fd, "rb"), real
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def real_path(path, fd=None):
+    """The absolute path without symbolic links of path (open as fd, if given)."""
+    try:
+        if fd is not None:
+            return os.readlink("/proc/self/fd/%d" % fd)
+        fd = os.open(path, getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC)
+        try:
+            return os.readlink("/proc/self/fd/%d" % fd)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:   # no /proc here, or path gone
+        return os.path.realpath(path)
 
 
 class MirrorHandler(http.server.BaseHTTPRequestHandler):
@@ -100,14 +125,11 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_MKCOL = do_PROPFIND = do_MOVE = do_COPY = refuse
 
     def send_file(self, body):
-        path = resolve(self.server.root, self.path)
-        try:
-            if path is None:
-                raise FileNotFoundError(self.path)
-            f = open(path, "rb")
-        except OSError:
+        published = open_published(self.server.root, self.path)
+        if published is None:
             self.empty(404)
             return
+        f, path = published
         with f:
             st = os.fstat(f.fileno())
             size = st.st_size
