@@ -18,6 +18,8 @@ import threading
 logger = logging.getLogger("equivcache.uploads")
 
 NICE = 10
+# The read buffer of an upload connection.
+READ_BUFFER = 256 << 10
 MESSAGE_LIMIT = 1 << 20
 
 
@@ -45,8 +47,8 @@ class HandedSocket:
         self._sock, self._prefix = sock, prefix
 
     def makefile(self, mode="r", buffering=None, **kwargs):
-        if "r" in mode:
-            return io.BufferedReader(_Prefixed(self._prefix, self._sock))
+        if "r" in mode:   # a batch of small files: many in one recv, not one or two each
+            return io.BufferedReader(_Prefixed(self._prefix, self._sock), READ_BUFFER)
         return self._sock.makefile(mode, buffering, **kwargs)
 
     def __getattr__(self, name):
