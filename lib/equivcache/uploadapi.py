@@ -14,6 +14,8 @@ SHA256_HEADER = "X-Equivcache-SHA256"
 # A sstate object's detached signature (its .sig), base64, for a cache that requires them.
 SIGNATURE_HEADER = "X-Equivcache-Signature"
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The largest upload a cache takes unless told (serve --max-upload-size).
+DEFAULT_MAX_UPLOAD = 8 << 30
 
 
 class TokenFileError(ValueError):

@@ -12,9 +12,9 @@ import sys
 from equivcache.cli import UsageError, find_bitbake, layer_dir
 from equivcache.server import options
 from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT
-from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD
 from equivcache.server.store import is_s3
 from equivcache.server.store.layout import Layout, saved_database
+from equivcache.uploadapi import DEFAULT_MAX_UPLOAD
 
 NAME = "config"
 HELP = "print production configurations"

@@ -7,10 +7,9 @@ from equivcache.server import options
 import argparse
 
 from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT
-from equivcache.server.http.serve import serve
-from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD
 from equivcache.server.store.history import MAX_DAYS, MAX_ROWS
 from equivcache.server.store.layout import save_config, saved_config
+from equivcache.uploadapi import DEFAULT_MAX_UPLOAD
 
 NAME = "serve"
 HELP = "serve the cache in the foreground"
@@ -79,6 +78,7 @@ def run(args):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     save_config(cache.layout, config)
+    from equivcache.server.http.serve import serve   # here: the http server's modules, for serve only
     return serve(cache, bitbake, args.bind, args.http_port, args.hashserv_port, args.public_host,
                  args.database, password, args.verbose, args.max_upload_size, not args.no_reports,
                  args.ws_port, args.public_url, args.ws_bind)

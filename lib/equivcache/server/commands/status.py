@@ -9,7 +9,6 @@ from equivcache import descriptor as desc, probe
 from equivcache.cli import UsageError, find_bitbake
 from equivcache.server import options
 from equivcache.formatting import duration, human
-from equivcache.server.http.dashboard import summarize
 from equivcache.server.store.history import open_history
 from equivcache.server.hashequiv.database import database_usage, is_sqlite, show_database, sqlite_usage
 from equivcache.server.hashequiv.processes import READ_PERMS, loopback_for, socket_alive
@@ -58,6 +57,7 @@ def dashboard_summary(layout, state):
     history = open_history(layout, saved_config(layout))
     if not history.sqlite or not history.exists():
         return None
+    from equivcache.server.http.dashboard import summarize   # here: the dashboard's modules, for status only
     return summarize(history.rows("equivcache_reports"), history.rows("equivcache_publishes"),
                      history.rows("equivcache_gc"), {}, {})
 

@@ -28,7 +28,8 @@ from equivcache.server.store.ledger import note_used
 from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config, token_store
 from equivcache.server.store.storage import PUBLIC
 from equivcache.server.hashequiv.tokens import delete_expired_users
-from equivcache.server.http.uploads import DEFAULT_MAX_UPLOAD, PREFIX, CacheHTTPServer
+from equivcache.server.http.uploads import PREFIX, CacheHTTPServer
+from equivcache.uploadapi import DEFAULT_MAX_UPLOAD
 
 logger = logging.getLogger("equivcache.server")
 

@@ -48,7 +48,6 @@ from equivcache.server.http.signed import SIGNATURE_HEADER, SignedUploads
 
 logger = logging.getLogger("equivcache.uploads")
 
-DEFAULT_MAX_UPLOAD = 8 << 30
 UPLOAD_NICE = 10
 # For a load balancer: 200 {"status": "ok", ...} while every part answers, else 503.
 HEALTH = "/healthz"

@@ -8,7 +8,6 @@
 # at most `max_rows` rows of each kind, none older than `max_days`.
 # No bb import.
 
-import asyncio
 import contextlib
 import json
 import os
@@ -96,6 +95,7 @@ class History:
             if self.sqlite:
                 rows = self._sqlite(statements, query)
             else:
+                import asyncio   # here: 14 ms every command would pay at start
                 rows = asyncio.run(self._postgresql(statements, query))
             self._ready = True
             return rows
