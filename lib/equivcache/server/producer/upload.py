@@ -60,6 +60,14 @@ def _no_delay(cls):
     return Connection
 
 
+def sha256_of(f):
+    """The SHA-256 of what is left of file object f, hex (hashlib.file_digest() is Python 3.11's)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(BLOCK), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 class NoSuchAction(Exception):
     """A server older than an upload action."""
 
@@ -129,7 +137,7 @@ class Upload:
         manifest = []
         for rel, path, size, signature in items:
             with open(path, "rb") as f:
-                entry = {"path": rel, "size": size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+                entry = {"path": rel, "size": size, "sha256": sha256_of(f)}
             if signature is not None:
                 entry["sig"] = base64.b64encode(signature).decode("ascii")
             manifest.append(entry)
@@ -157,11 +165,8 @@ class Upload:
     def put(self, rel, path, signature=None):
         """Upload one file (with its detached signature, for a cache that requires them)."""
         size = os.path.getsize(path)
-        digest = hashlib.sha256()
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(BLOCK), b""):
-                digest.update(block)
-            headers = {"Content-Length": str(size), SHA256_HEADER: digest.hexdigest(),
+            headers = {"Content-Length": str(size), SHA256_HEADER: sha256_of(f),
                        "Content-Type": "application/octet-stream"}
             if signature is not None:
                 headers[SIGNATURE_HEADER] = base64.b64encode(signature).decode("ascii")
