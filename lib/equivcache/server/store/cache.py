@@ -30,7 +30,7 @@ from equivcache import catalog, descriptor as desc, durations, names, pathkeys
 from equivcache.cli import Progress
 from equivcache.files import json_bytes
 from equivcache.formatting import utc_iso
-from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, tcp_address,
+from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, Background, tcp_address,
                                                    write_endpoint)
 from equivcache.server.store.groups import group_files
 from equivcache.server.store.layout import admin_credentials, saved_config, server_config, token_store
@@ -49,6 +49,8 @@ class Cache:
         # publish's lock, only uploads not yet committed (which their own
         # commit lists) can change the cache meanwhile.
         self.listed = None
+        # {name: Background reading it} of the files a bucket's commit reads (prefetch()).
+        self.fetching = {}
 
     @property
     def served_root(self):
@@ -117,7 +119,15 @@ class Cache:
 
     def read_bytes(self, name):
         """A file of the cache (index.json, sstate-index/head.json...), None if absent."""
-        return self.storage.get_bytes(name)
+        fetching = self.fetching.pop(name, None)
+        return fetching.result() if fetching is not None else self.storage.get_bytes(name)
+
+    def prefetch(self, names):
+        """Start reading the files a commit reads, each in a thread of its own,
+        where every read is a round trip (a bucket: a commit's few GETs at once,
+        not one after another). In publish's lock: nothing else writes them."""
+        if self.storage.lists:
+            self.fetching = {name: Background(self.storage.get_bytes, name) for name in names}
 
     def read_json(self, name):
         """A JSON file of the cache (index.json, equivcache.json), None if absent or not JSON."""
@@ -226,7 +236,9 @@ class Cache:
             self.storage.put_bytes(durations.NAME, json_bytes(timed))
         if after_index is not None:
             after_index()
-        return (doc, sorted(sstate)) + tuple(pathkeys.update(self.storage, sorted(sstate), exclude=exclude_sstate))
+        return (doc, sorted(sstate)) + tuple(pathkeys.update(
+            self.storage, sorted(sstate), exclude=exclude_sstate,
+            get=lambda name: self.read_bytes(pathkeys.DIRECTORY + "/" + name)))
 
     def write_descriptor(self, producer=None, sstate_paths=None, head=None):
         """Refresh the descriptor: the read endpoint's public address as serve
@@ -279,13 +291,14 @@ class Cache:
         """What a publish ends with, in the lock: the objects no equivalence
         names dropped (discard_superseded), the indexes and durations, gc's
         ledger (the unihashes it brought, and when it started), the descriptor."""
+        self.prefetch([catalog.NAME, desc.NAME, pathkeys.DIRECTORY + "/" + pathkeys.HEAD])
         try:
             discarded = self.discard_superseded(superseded, named) if named else 0
             doc, sstate_paths, entries, added, rewritten, head = self.write_indexes(new_durations=new_durations)
+            note_published(self.layout, unihashes, started)
+            descriptor = self.write_descriptor(producer, sstate_paths, head)
         finally:
-            self.listed = None
-        note_published(self.layout, unihashes, started)
-        descriptor = self.write_descriptor(producer, sstate_paths, head)
+            self.listed, self.fetching = None, {}
         return {
             "objects": sum(1 for o in doc["objects"] if o["path"]),
             "signatures": len(doc["signatures"]),
