@@ -39,9 +39,11 @@ from equivcache.uploadapi import PREFIX, SHA256_HEADER, SIGNATURE_HEADER, basic_
 TIMEOUT = 60
 BLOCK = 1 << 20
 CONNECTIONS = 2
-# What one batch request carries at most.
+# What one batch request carries at most (each batch ends with the
+# server's sync: the files are shared out so that each connection's batches
+# are as few as these allow).
 BATCH_FILES = 1000
-BATCH_BYTES = 16 << 20
+BATCH_BYTES = 64 << 20
 # A request is tried this many times in all when the connection is lost or a
 # proxy answers RETRIED, pausing RETRY_PAUSE seconds more each time.
 ATTEMPTS = 4
@@ -194,8 +196,10 @@ class Upload:
 
 
 def batches(area, source, files, signed):
-    """files in batches of at most BATCH_FILES files and about BATCH_BYTES:
-    [(cache path, local path, size, signature or None)] each."""
+    """files in batches of at most BATCH_FILES files and about BATCH_BYTES,
+    or a CONNECTIONS-th of the files' bytes if less: [(cache path, local
+    path, size, signature or None)] each."""
+    limit = min(BATCH_BYTES, max(1 << 20, sum(size for _, size in files) // CONNECTIONS + 1))
     batch, size = [], 0
     for rel, length in files:
         signature = None
@@ -204,7 +208,7 @@ def batches(area, source, files, signed):
                 signature = f.read()
         batch.append((cache_path(area, rel), os.path.join(source, rel), length, signature))
         size += length
-        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+        if len(batch) >= BATCH_FILES or size >= limit:
             yield batch
             batch, size = [], 0
     if batch:
