@@ -217,3 +217,8 @@ def test_upload_into_a_directory_gc_removed(tmp_path):
     with pytest.raises(Refused, match="ae is a symbolic link"):
         storage.put_stream(obj.replace("/ad/72/", "/ae/72/"), io.BytesIO(body), len(body), digest, 1000)
     assert sorted(os.listdir(tmp_path / "sstate-cache" / "ad" / "72")) == [os.path.basename(obj)]
+    # What it remembers is bounded: past CHECKED directories, it starts again.
+    import equivcache.server.store.local as local
+    storage.checked.update(str(n) for n in range(local.CHECKED))
+    assert storage.put_stream(obj.replace("/ad/72/", "/af/72/"), io.BytesIO(body), len(body), digest, 1000) is False
+    assert len(storage.checked) < 4

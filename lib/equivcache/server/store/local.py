@@ -25,6 +25,8 @@ from equivcache.server.store.storage import Refused, Storage, Stored, copy_verif
 # and the VCS clones (a mirror serves their tarballs, BB_GENERATE_MIRROR_TARBALLS).
 DOWNLOAD_SKIP_DIRS = ("git2", "gitsm", "svn", "hg", "bzr", "cvs", "repo", "npm2", "crate", "gomod")
 DOWNLOAD_SKIP_SUFFIXES = (".lock", ".done", ".tmp")
+# How many directories an upload's storage remembers as checked (LocalStorage.checked).
+CHECKED = 20000
 
 
 def download_files(dl_dir):
@@ -69,7 +71,9 @@ class LocalStorage(Storage):
         self.root = os.path.realpath(root)
         self.local_root = self.root
         # The directories _parent() found to be directories, or made: a
-        # batch's files ask once. One gone since (gc's) is made again.
+        # batch's files ask once. One gone since (gc's) is made again. At
+        # most CHECKED of them (a served cache's two-level directories alone
+        # are 65,536 per NATIVELSBSTRING): past that, forgotten and asked again.
         self.checked = set()
 
     def path(self, rel):
@@ -118,6 +122,8 @@ class LocalStorage(Storage):
                 if not stat.S_ISDIR(os.lstat(directory).st_mode):
                     raise Refused(400, "%s: %s is a symbolic link or a file, not a directory"
                                   % (rel, os.path.relpath(directory, self.root)))
+            if len(self.checked) >= CHECKED:
+                self.checked.clear()
             self.checked.add(directory)
         return directory
 
