@@ -45,9 +45,9 @@ class Cache:
     def __init__(self, root, storage, layout):
         self.root, self.storage, self.layout = root, storage, layout
         # {area: {path: size}} a publish listed (a bucket's add_files), kept
-        # up to date by it until its commit, which lists nothing again: in
-        # publish's lock, only uploads not yet committed (which their own
-        # commit lists) can change the cache meanwhile.
+        # up to date by it until its commit, which lists nothing again and
+        # forgets it: in publish's lock, only uploads not yet committed (which
+        # their own commit lists) can change the cache meanwhile.
         self.listed = None
         # {name: Background reading it} of the files a bucket's commit reads (prefetch()).
         self.fetching = {}
@@ -72,10 +72,7 @@ class Cache:
         every replica; released if the holder dies)."""
         if self.layout.shared:
             with self.layout.shared.lock(self.root, out):
-                try:
-                    yield
-                finally:
-                    self.listed = None   # what a publish listed holds only in the lock
+                yield
             return
         with open(self.layout.publish_lock, "w") as lock:
             try:
@@ -85,10 +82,7 @@ class Cache:
                     out.write("waiting for the publish or gc under way in %s to finish\n" % self.root)
                     out.flush()
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                self.listed = None   # what a publish listed holds only in the lock
+            yield
 
     @contextlib.contextmanager
     def endpoint(self, bitbake, database=None, db_password=None, admin=False):
