@@ -131,6 +131,26 @@ def test_s3_storage(rgw, tmp_path, monkeypatch):
     assert storage.size("sstate-cache/ab/small") == 6
     assert s3.head_object(Bucket="storage", Key="teams/a/sstate-cache/ab/small")["Metadata"] == {"published": "1000"}
 
+    # A small file goes up in a lean PUT, past the client's calls (none of them is made), under its name
+    # as botocore quotes it; one the gateway refuses is PUT again by the client, and lean PUTs stop.
+    import botocore.credentials
+    calls = []
+    s3.meta.events.register("before-call.s3.PutObject", lambda **kwargs: calls.append(kwargs["params"]["url_path"]))
+    name = "sstate-cache/ab/sstate:gtk+3:core2-64-poky-linux:3.24.41:r0:core2-64:12:ab~cd_package.tar.zst"
+    small.write_bytes(b"lean object")
+    storage.put_file(name, str(small), 1001)
+    head = s3.head_object(Bucket="storage", Key="teams/a/" + name)
+    assert (head["ContentLength"], head["Metadata"], calls, storage.lean.usable) == (11, {"published": "1001"}, [],
+                                                                                      True)
+    assert s3.get_object(Bucket="storage", Key="teams/a/" + name)["Body"].read() == b"lean object"
+    storage.lean.credentials = botocore.credentials.Credentials(rgw.access_key, "not-the-secret")
+    small.write_bytes(b"refused, then put")
+    storage.put_file("sstate-cache/ab/again", str(small), 1002)
+    assert s3.get_object(Bucket="storage", Key="teams/a/sstate-cache/ab/again")["Body"].read() == b"refused, then put"
+    assert (len(calls), storage.lean.usable) == (1, False)
+    storage.remove(name)
+    storage.remove("sstate-cache/ab/again")
+
     # Past the threshold, in parts; a source that fails half-way leaves neither object nor parts.
     monkeypatch.setattr(s3storage, "MULTIPART", 5 << 20)
     storage = s3storage.S3Storage("s3://storage/teams/a", client=s3)

@@ -29,6 +29,10 @@ from equivcache.server.store.storage import Storage, Stored, copy_verified
 
 # Objects larger than this go up in parts of this size (boto3's transfer manager).
 MULTIPART = 64 << 20
+# Files up to this size go up in a lean PUT (_LeanPut): what most of a
+# cache's files are (signature data, small packages' objects); the
+# storage's 8 uploads at once hold at most 8 of them in memory.
+LEAN = 8 << 20
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -89,6 +93,52 @@ def _s3_errors(method):
     return wrapped
 
 
+class _LeanPut:
+    """A PUT of a small file signed by botocore's own SigV4 signer with the
+    client's credentials and sent over the client's own connection pool (its
+    endpoint, TLS verification, proxies and timeouts), without the client's
+    per-call machinery (parameter checks, a dozen event hooks, an Expect:
+    100-continue round trip): a third of put_object()'s CPU a file, which
+    is what bounds a publish of many small files. The payload is signed
+    over http (the gateway checks its SHA-256), and TLS guards it over https."""
+
+    def __init__(self, client, bucket):
+        # The parts of the client it sends through (private to botocore, hence looked for):
+        # a path-style SigV4 client with credentials, else no lean PUTs.
+        signer = getattr(client, "_request_signer", None)
+        self.credentials = getattr(signer, "_credentials", None)
+        self.http = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        self.region = client.meta.region_name
+        self.base = "%s/%s/" % (client.meta.endpoint_url.rstrip("/"), bucket)
+        self.usable = (self.credentials is not None and self.http is not None and
+                       getattr(signer, "signature_version", None) in ("s3v4", "v4") and
+                       (client.meta.config.s3 or {}).get("addressing_style") == "path")
+
+    def put(self, key, body, metadata):
+        """True if the object is stored; False, having changed nothing, for
+        anything else (the caller then uses put_object: botocore's retries,
+        redirects and errors), after which this path is not used again."""
+        import botocore.auth
+        import botocore.awsrequest
+        import botocore.exceptions
+        headers = {"Content-Length": str(len(body))}
+        headers.update({"x-amz-meta-%s" % k: v for k, v in metadata.items()})
+        # The key quoted as botocore quotes it (its canonical path is the one signed).
+        request = botocore.awsrequest.AWSRequest("PUT", self.base + urllib.parse.quote(key, safe="/~"), data=body,
+                                                 headers=headers)
+        try:
+            botocore.auth.S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+            answer = self.http.send(request.prepare())
+            answer.content   # the connection back to the pool
+        except (botocore.exceptions.BotoCoreError, AttributeError, TypeError, ValueError):
+            self.usable = False
+            return False
+        if answer.status_code != 200:
+            self.usable = False
+            return False
+        return True
+
+
 class S3Storage(Storage):
     """The files of a cache under s3://BUCKET/PREFIX (see above)."""
 
@@ -111,6 +161,7 @@ class S3Storage(Storage):
                 "s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
                 config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
         self.client = client
+        self.lean = _LeanPut(client, self.bucket)
         import boto3.s3.transfer
         self.transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART)
 
@@ -138,14 +189,19 @@ class S3Storage(Storage):
     @_s3_errors
     def put_file(self, rel, source, when):
         """Copy a local file to rel (replacing what is there): whole or not at all.
-        One PUT below MULTIPART (boto3's transfer manager costs a pool of threads a file)."""
+        One PUT below MULTIPART (boto3's transfer manager costs a pool of threads a file),
+        a lean one up to LEAN."""
+        metadata = {"published": "%d" % when}
         with open(source, "rb") as f:
-            if os.fstat(f.fileno()).st_size < MULTIPART:
-                self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=f,
-                                       Metadata={"published": "%d" % when})
+            size = os.fstat(f.fileno()).st_size
+            if size <= LEAN and self.lean.usable and self.lean.put(self.key(rel), f.read(), metadata):
+                return
+            if size < MULTIPART:
+                f.seek(0)
+                self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=f, Metadata=metadata)
                 return
         self.client.upload_file(source, self.bucket, self.key(rel), Config=self.transfer,
-                                ExtraArgs={"Metadata": {"published": "%d" % when}})
+                                ExtraArgs={"Metadata": metadata})
 
     @_s3_errors
     def put_stream(self, rel, stream, length, sha256, when, check=None, replace=False, sync=True):
