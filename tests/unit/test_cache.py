@@ -222,3 +222,18 @@ def test_upload_into_a_directory_gc_removed(tmp_path):
     storage.checked.update(str(n) for n in range(local.CHECKED))
     assert storage.put_stream(obj.replace("/ad/72/", "/af/72/"), io.BytesIO(body), len(body), digest, 1000) is False
     assert len(storage.checked) < 4
+
+
+def test_merge_lanes():
+    """A merge's rows over its connections: those sharing a task or an output (even through another row)
+    on one connection, in their order; the others shared out."""
+    from equivcache.server.hashequiv.database import _lanes
+
+    def row(taskhash, outhash, method="m"):
+        return {"method": method, "taskhash": taskhash, "outhash": outhash}
+    rows = [row("t1", "o1"), row("t2", "o2"), row("t3", "o1"), row("t4", "o4"), row("t2", "o5"),
+            row("t5", "o5"), row("t6", "o6"), row("t6", "o6", method="other"), row("t7", "o4")]
+    lanes = _lanes(rows, 4)
+    assert sorted(r for lane in lanes for r in map(rows.index, lane)) == list(range(len(rows)))
+    assert [[rows.index(r) for r in lane] for lane in lanes] == [[0, 2, 7], [1, 4, 5], [3, 8], [6]]
+    assert _lanes(rows, 1) == [rows] and _lanes([], 4) == [[], [], [], []]

@@ -61,7 +61,7 @@ def publish(cache, bitbake, builddir, sstate_dir=None, downloads_dir=None, hashs
             hashserv, address = endpoint.result()
             with contextlib.closing(hashserv.create_client(address)) as client:
                 before = usage(client)
-                counts = merge_database(client, outhashes, unihashes)
+                counts = merge_database(hashserv, address, outhashes, unihashes)
                 after = usage(client)
                 say_merged(out, counts, after.get("outhashes_v2", 0) - before.get("outhashes_v2", 0),
                            after.get("unihashes_v3", 0) - before.get("unihashes_v3", 0), paths.hashserv_db)

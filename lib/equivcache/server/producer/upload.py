@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from equivcache import descriptor as desc
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.formatting import human
-from equivcache.server.hashequiv.database import merge_database, read_producer_database
+from equivcache.server.hashequiv.database import NoLogin, merge_database, read_producer_database
 from equivcache.server.hashequiv.processes import Background, import_hashserv
 from equivcache.server.hashequiv.tokens import read_token_file
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
@@ -346,14 +346,11 @@ def signed_files(area, files, source):
 def report_equivalences(hashserv, address, name, secret, outhashes, unihashes, source, out):
     """The producer's equivalences, reported as the token's hashserv user."""
     try:
-        client = hashserv.create_client(address, name, secret)
-    except Exception as e:   # hashserv's client raises what its transport raises
+        counts = merge_database(hashserv, address, outhashes, unihashes, name, secret)
+    except NoLogin as e:
         raise Failure("cannot log in to the cache's hash server %s as %s: %s" % (address, name, e))
-    with contextlib.closing(client):
-        try:
-            counts = merge_database(client, outhashes, unihashes)
-        except Exception as e:
-            raise Failure("the cache's hash server %s refused the equivalences of %s: %s" % (address, name, e))
+    except Exception as e:   # hashserv's client raises what its transport raises
+        raise Failure("the cache's hash server %s refused the equivalences of %s: %s" % (address, name, e))
     out.write("equivalences: %d output hashes, %d unihashes reported to %s as %s from %s; %d taken over by an "
               "equivalent output the cache already had\n" % (
                   counts["outhashes"], counts["unihashes"], address, name, source, counts["remapped"]))
