@@ -16,6 +16,20 @@ SIGNATURE_HEADER = "X-Equivcache-Signature"
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # The largest upload a cache takes unless told (serve --max-upload-size).
 DEFAULT_MAX_UPLOAD = 8 << 30
+# The largest JSON body of an action (missing, equivalences, commit) or manifest of a batch.
+MANIFEST_LIMIT = 64 << 20
+
+
+# POST /upload/v1/equivalences: what an output hash entry carries besides
+# its method, taskhash and outhash (as bitbake's reports do).
+EQUIVALENCE_EXTRA = ("PN", "PV", "PR", "task", "outhash_siginfo")
+
+
+def equivalences_document(outhashes, unihashes):
+    """POST /upload/v1/equivalences's body of a producer's database (read_producer_database()'s)."""
+    return {"outhashes": [{k: row[k] for k in ("method", "taskhash", "outhash") + EQUIVALENCE_EXTRA
+                           if row.get(k) is not None} for row in outhashes],
+            "unihashes": [[method, taskhash, unihash] for (method, taskhash), unihash in unihashes.items()]}
 
 
 class TokenFileError(ValueError):

@@ -137,6 +137,9 @@ def test_remote_publish_twice(served, tmp_path):
     first = run("publish", "--from", producer, "--to", served.url, "--token-file", token)
     assert first.returncode == 0, first
     assert "sstate: 6 files uploaded" in first.stdout and "downloads: 1 files uploaded" in first.stdout, first.stdout
+    # The cache merged them (one request): the token went to no hash server.
+    assert "equivalences: 3 output hashes, 3 unihashes merged by the cache at %s for ci-1" % served.url \
+        in first.stdout, first.stdout
     assert rows(os.path.join(served.cache_dir, "hashserv.db"))[0] >= unis
     assert os.path.isfile(os.path.join(served.cache_dir, "downloads", "a-1.0.tar.gz"))
     with open(os.path.join(served.cache_dir, "index.json")) as f:
@@ -351,6 +354,36 @@ def test_hashserv_permissions_of_tokens(served, tmp_path):
     assert (METHOD, h("t"), h("u")) in unis
 
 
+def test_equivalences_merged_by_the_cache(served):
+    """POST /upload/v1/equivalences: a producer token's entries, checked, merged through the write endpoint the
+    way publish merges a local producer's; an output the cache has keeps its unihash; a bad entry, a reader or
+    no token is refused with nothing merged."""
+    line = add_token(served.cache_dir, "ci-1")
+    reader = add_token(served.cache_dir, "viewer", role="reader")
+    database = os.path.join(served.cache_dir, "hashserv.db")
+
+    def post(doc, token=line):
+        status, body = request(served, "POST", "/upload/v1/equivalences", json.dumps(doc).encode(), token,
+                               {"Content-Type": "application/json"})
+        return status, json.loads(body)
+    row = {"method": METHOD, "taskhash": h("t1"), "outhash": h("o1"), "PN": "a", "task": "do_install"}
+    for doc, token, status in (({"outhashes": [row]}, None, 401), ({"outhashes": [row]}, reader, 403),
+                               ({"outhashes": [dict(row, owner="me")]}, line, 400),
+                               ({"outhashes": [dict(row, taskhash=7)]}, line, 400),
+                               ({"outhashes": [row], "unihashes": [[METHOD, h("t1")]]}, line, 400),
+                               ({"outhashes": {}}, line, 400)):
+        assert post(doc, token)[0] == status, (doc, token)
+    assert rows(database) == (set(), set())
+    status, counts = post({"outhashes": [row], "unihashes": [[METHOD, h("t1"), h("u1")], [METHOD, h("t2"), h("u2")]]})
+    assert (status, counts) == (200, {"outhashes": 1, "unihashes": 2, "remapped": 0, "superseded": []})
+    # Another producer's task with the same output: the cache's unihash stays, the producer's is superseded.
+    status, counts = post({"outhashes": [dict(row, taskhash=h("t3"))], "unihashes": [[METHOD, h("t3"), h("u3")]]})
+    assert (status, counts) == (200, {"outhashes": 1, "unihashes": 1, "remapped": 1, "superseded": [h("u3")]})
+    unis, outs = rows(database)
+    assert {(METHOD, h("t1"), h("u1")), (METHOD, h("t2"), h("u2")), (METHOD, h("t3"), h("u1"))} <= unis
+    assert status == 200 and len(outs) == 2
+
+
 def test_publish_to_refused_or_unreachable(served, tmp_path):
     producer = str(tmp_path / "producer")
     make_producer(producer, [(h("a"), h("oa"), h("ua"), "a", "do_install")])
@@ -368,6 +401,20 @@ def test_publish_to_refused_or_unreachable(served, tmp_path):
         one = run("publish", "--from", producer, "--to", served.url, *args)
         assert one.returncode == 2 and text in one.stderr, one
     assert cache_files(served.cache_dir) == set()
+
+
+def test_reported_equivalences_never_in_the_clear():
+    """Equivalences a producer reports itself (--hashserv, or a cache that does not merge them) go as the
+    token's user: to a cache reached over https, only to a wss:// or unix:// hash server."""
+    from equivcache.cli import Failure
+    from equivcache.server.producer.upload import safe_hashserv
+    plain = {"hashserv": ["cache.example.com:8686"]}
+    assert safe_hashserv("http://cache.example.com", plain) == "cache.example.com:8686"
+    with pytest.raises(Failure, match="where the token would travel in the clear"):
+        safe_hashserv("https://cache.example.com", plain)
+    assert safe_hashserv("https://cache.example.com", {"hashserv": ["cache.example.com:8686",
+                                                                    "wss://cache.example.com/ws"]}) \
+        == "wss://cache.example.com/ws"
 
 
 @pytest.mark.skipif(os.getuid() == 0, reason="bitbake refuses to run as root")
@@ -419,13 +466,15 @@ def test_nginx_proxies_uploads_with_tls(served, tmp_path):
         url = "https://127.0.0.1:%d" % port
         env = dict(os.environ, SSL_CERT_FILE=cert)
         command = [sys.executable, SERVER, "publish", "--from", producer, "--to", url, "--token-file", token]
-        # The descriptor names a plain TCP hash server only: the token is not sent there unless asked.
+        # The cache merges the equivalences: the token goes to no hash server.
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-        assert result.returncode == 1 and "where the token would travel in the clear" in result.stderr, result
-        assert cache_files(served.cache_dir) == set()
+        assert result.returncode == 0 and "sstate: 6 files uploaded" in result.stdout, result
+        assert "merged by the cache at %s for ci-1" % url in result.stdout, result.stdout
+        # Told to report them to a hash server: as the token's user, there.
         result = subprocess.run(command + ["--hashserv", served.hashserv], capture_output=True, text=True, env=env,
                                 timeout=120)
-        assert result.returncode == 0 and "sstate: 6 files uploaded" in result.stdout, result
+        assert result.returncode == 0 and "sstate: 0 files uploaded" in result.stdout, result
+        assert "reported to %s as ci-1" % served.hashserv in result.stdout, result.stdout
         context = ssl.create_default_context(cafile=cert)
 
         def through_nginx(method, path, body, headers):

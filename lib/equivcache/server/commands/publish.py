@@ -47,8 +47,9 @@ def setup_parser(p):
                    "equivcache-client --server takes it), instead of CACHE_DIR")
     p.add_argument("--token-file", metavar="FILE", help="(with --to) the producer token, as `token add` "
                    "printed it (one line NAME:SECRET)")
-    p.add_argument("--hashserv", metavar="ADDRESS", help="(with --to) the cache's hash server, HOST:PORT "
-                   "(default: the first of its descriptor)")
+    p.add_argument("--hashserv", metavar="ADDRESS", help="(with --to) report the equivalences to this hash "
+                   "server (HOST:PORT, ws[s]://...) as the token's user, instead of sending them to the cache, "
+                   "which merges them (a cache too old to: the first of its descriptor)")
     p.add_argument("--no-equivalences", action="store_true", help="(with --to) send no equivalences: the "
                    "build reported them to a hash server itself")
     p.add_argument("--sstate-dir", metavar="DIR", help="the producer's SSTATE_DIR (default: bitbake's)")

@@ -117,18 +117,19 @@ class NoLogin(Exception):
     """The write endpoint took no connection (or refused the user's login)."""
 
 
-def merge_database(hashserv, address, outhashes, unihashes, username=None, password=None):
+def merge_database(hashserv, address, outhashes, unihashes, username=None, password=None,
+                   connections=MERGE_CONNECTIONS):
     """Report the producer's entries to the server at address (a write
     endpoint, as username if given), the way builds report them: an entry
     already present is left alone (no duplicate), an output the server
     already knows keeps the server's unihash (the objects for it are in the
-    cache), nothing is lost. Over MERGE_CONNECTIONS at once, the rows that
+    cache), nothing is lost. Over `connections` at once, the rows that
     share a task or an output on one of them in their order: the answers are
     those of one connection. Returns counts, and "superseded": the
     producer's unihashes the server answered with another one (their
     objects are named by no equivalence). NoLogin if no connection is made."""
     import asyncio   # here: 14 ms every command would pay at start
-    return asyncio.run(_merge(hashserv, address, outhashes, unihashes, username, password))
+    return asyncio.run(_merge(hashserv, address, outhashes, unihashes, username, password, connections))
 
 
 def _lanes(outhashes, count):
@@ -150,7 +151,7 @@ def _lanes(outhashes, count):
     return lanes
 
 
-async def _merge(hashserv, address, outhashes, unihashes, username, password):
+async def _merge(hashserv, address, outhashes, unihashes, username, password, connections):
     import asyncio
     counts = {"outhashes": len(outhashes), "unihashes": len(unihashes), "remapped": 0, "superseded": set()}
     progress = Progress("merging equivalences", len(outhashes) + len(unihashes))
@@ -180,7 +181,7 @@ async def _merge(hashserv, address, outhashes, unihashes, username, password):
     clients = []
     try:
         try:
-            for _ in range(MERGE_CONNECTIONS if len(outhashes) + len(unihashes) > 1 else 1):
+            for _ in range(connections if len(outhashes) + len(unihashes) > 1 else 1):
                 clients.append(await hashserv.create_async_client(address, username, password))
         except Exception as e:   # hashserv's client raises what its transport raises
             raise NoLogin(str(e) or type(e).__name__) from e

@@ -16,7 +16,7 @@ import urllib.parse
 from equivcache import descriptor as desc, files
 from equivcache.cli import UsageError
 from equivcache.formatting import human, utc_iso
-from equivcache.server.hashequiv.database import show_database, unihashes_named, usage
+from equivcache.server.hashequiv.database import merge_database, show_database, unihashes_named, usage
 from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT, READ_PERMS,
                                                   WRITE_PERMS, WS_BIND, HashServ, check_port_free, import_hashserv,
                                                   loopback_for, socket_alive, tcp_address)
@@ -198,13 +198,16 @@ def http_server(cache, hashserv, config, db_password, bind, http_port, max_uploa
         with contextlib.closing(hashserv.create_client(socket_address)) as client:
             return unihashes_named(client, unihashes)
 
+    def merge(outhashes, unihashes):   # one report at a time: the hash server answers lookups in between
+        return merge_database(hashserv, socket_address, outhashes, unihashes, connections=1)
+
     def hashserv_rows():
         with contextlib.closing(hashserv.create_client(socket_address)) as client:
             return usage(client)
     board = Dashboard(open_history(cache.layout, config, db_password), cache.state, hashserv_rows, accept_reports,
                       lambda unihashes: note_used(cache.layout, unihashes))
     return CacheHTTPServer(cache, (bind, http_port), token_store(cache.layout), max_upload, named, board,
-                           bool(config.get("reports_need_token")), bool(config.get("require_signatures")))
+                           bool(config.get("reports_need_token")), bool(config.get("require_signatures")), merge)
 
 
 def log_banner(cache, mirror, state, config):

@@ -15,6 +15,8 @@
 #                             (, "sig": base64 of its .sig)}, ...], then the files'
 #                             bytes one after the other; each stored as a PUT
 #                             stores it, then synced once -> {"stored", "present", "stored_bytes"}
+#   POST /upload/v1/equivalences  the producer's equivalences, merged by the cache
+#                             (equivalences.py) -> {"outhashes", "unihashes", "remapped", "superseded"}
 #   POST /upload/v1/commit    {"publish": id, "unihashes": [...], "superseded": [...], "started": time,
 #                             "producer": {...}, "durations": [{recipe, task, unihash,
 #                             seconds, measured}]}: once per publish, in the cache's lock:
@@ -39,8 +41,9 @@ import urllib.parse
 
 from equivcache import names
 from equivcache.reportsend import LIMIT as REPORT_LIMIT, PATH as REPORTS
-from equivcache.uploadapi import PREFIX, SHA256_HEADER
+from equivcache.uploadapi import MANIFEST_LIMIT, PREFIX, SHA256_HEADER
 from equivcache.server.store.storage import AREAS, Refused
+from equivcache.server.http import equivalences
 from equivcache.server.http.mirror import MirrorHandler, MirrorServer
 from equivcache.server.store.local import DOWNLOAD_SKIP_DIRS, DOWNLOAD_SKIP_SUFFIXES
 from equivcache.server.hashequiv.tokens import REPORTS as REPORT_ROLES
@@ -51,7 +54,6 @@ logger = logging.getLogger("equivcache.uploads")
 UPLOAD_NICE = 10
 # For a load balancer: 200 {"status": "ok", ...} while every part answers, else 503.
 HEALTH = "/healthz"
-MANIFEST_LIMIT = 64 << 20
 _COMPONENT = re.compile(r"^[A-Za-z0-9_+@%,=~][A-Za-z0-9._+:@%,=~-]{0,254}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -116,8 +118,9 @@ class CacheHTTPServer(MirrorServer):
     each publish."""
 
     def __init__(self, cache, address, tokens, max_upload, named, dashboard=None, reports_need_token=False,
-                 require_signatures=False):
+                 require_signatures=False, merge=None):
         self.cache, self.tokens, self.max_upload, self.named = cache, tokens, max_upload, named
+        self.merge = merge   # (outhashes, unihashes) -> merge_database()'s counts, through the write endpoint
         self.dashboard, self.reports_need_token = dashboard, reports_need_token
         self.health = None   # () -> (status, document): serve's, once its parts run
         self.worker = None   # handoff.UploadWorker: upload connections go to it
@@ -221,10 +224,12 @@ class CacheHandler(MirrorHandler):
                 status, doc = 200, self.missing(self.json_body(length))
             elif what == "commit":
                 status, doc = 200, self.commit(token, self.json_body(length))
+            elif what == "equivalences" and self.server.merge is not None:
+                status, doc = 200, self.equivalences(token, self.json_body(length))
             elif what == "batch":
                 status, doc = 200, self.batch(token, length)
             else:
-                raise Refused(404, "POST %s: no such upload action (missing, batch, commit)" % path)
+                raise Refused(404, "POST %s: no such upload action (missing, batch, equivalences, commit)" % path)
         except Refused as e:
             logger.warning("upload refused (%d) from %s: %s", e.status, self.address_string(), e)
             self.close_connection = True   # the body may be unread
@@ -287,7 +292,8 @@ class CacheHandler(MirrorHandler):
         for path, _ in files:
             parse_upload_path(path)
         missing = self.server.cache.missing([(p, s) for p, s in files])
-        return {"missing": self.server.signed.missing(files, missing) if self.server.signed else missing}
+        return {"missing": self.server.signed.missing(files, missing) if self.server.signed else missing,
+                "equivalences": self.server.merge is not None}   # what publish --to sends them to
 
     def put(self, token, what, length):
         path = parse_upload_path(what)
@@ -346,6 +352,16 @@ class CacheHandler(MirrorHandler):
         logger.debug("upload by %s: a batch of %d files, %d already there", token["name"], len(manifest), present)
         return {"stored": len(manifest) - present, "present": present,
                 "stored_bytes": sum(e[1] for e in manifest) - size_present}
+
+    def equivalences(self, token, doc):
+        outhashes, unihashes = equivalences.parse(doc)
+        try:
+            counts = self.server.merge(outhashes, unihashes)
+        except Exception as e:   # hashserv's client raises what its transport raises
+            raise Refused(503, "the cache's hash server took no equivalences: %s" % (str(e) or type(e).__name__))
+        logger.info("equivalences of %s merged: %d output hashes, %d unihashes, %d taken over", token["name"],
+                    counts["outhashes"], counts["unihashes"], counts["remapped"])
+        return equivalences.answer(counts)
 
     def commit(self, token, doc):
         unihashes, superseded = doc.get("unihashes", []), doc.get("superseded", [])

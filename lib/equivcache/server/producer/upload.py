@@ -3,10 +3,11 @@
 # The upload client (equivcache-server publish --to URL): a producer
 # publishes its build to a cache served elsewhere. One request asks which files the cache lacks;
 # only those are uploaded (each with its size and SHA-256, which the server
-# checks before the file takes its name); the producer's equivalences go to
-# the cache's hash server as the token's hashserv user (@read @report), the
-# way a build reports them; one commit updates the cache's indexes.
-# bitbake's hashserv client is imported from the bitbake directory found.
+# checks before the file takes its name); the producer's equivalences go in
+# one request, which the cache merges (or, with --hashserv or to an older
+# cache, to a hash server as the token's hashserv user, @read @report, the
+# way a build reports them: then bitbake's hashserv client is imported from
+# the bitbake directory found); one commit updates the cache's indexes.
 
 import base64
 import contextlib
@@ -34,9 +35,13 @@ from equivcache.server.store.cache import commit_line
 from equivcache.server.store.storage import cache_path
 from equivcache.server.store import signatures
 from equivcache.signing import SIG_SUFFIX
-from equivcache.uploadapi import PREFIX, SHA256_HEADER, SIGNATURE_HEADER, basic_auth
+from equivcache.uploadapi import (MANIFEST_LIMIT, PREFIX, SHA256_HEADER, SIGNATURE_HEADER, basic_auth,
+                                  equivalences_document as equivalences_doc)
 
 TIMEOUT = 60
+# equivalence_route(): the cache merges the equivalences, answering within this many seconds.
+CACHE = "cache"
+MERGE_TIMEOUT = 300
 BLOCK = 1 << 20
 CONNECTIONS = 2
 # What one batch request carries at most (each batch ends with the
@@ -255,18 +260,18 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
                            hashserv_db or (None if equivalences else "-"), out, buildstats_dirs)
     timed = paths.durations(name)
     outhashes, unihashes = read_producer_database(paths.hashserv_db) if equivalences else ([], {})
-    # bitbake's hashserv (a quarter of a second to import: bb) loads while the files go.
-    hashserv = Background(import_hashserv, bitbake) if equivalences else None
     started = time.time()
     publish_id = secrets.token_hex(8)   # a commit tried again (a replica gone) is noted once
     with contextlib.closing(Upload(url, name, secret)) as upload:
         descriptor = upload.descriptor()
-        address = hashserv_address or safe_hashserv(url, descriptor)
         signed = bool(desc.valid_sigs(descriptor))
         trees = [(area, signed_files(area, files, source) if signed else files, source, what)
                  for area, files, source, what in paths.files()]
         manifest = [(cache_path(area, rel), size) for area, files, _, _ in trees for rel, size in files]
-        missing = set(upload.post("missing", {"files": manifest})["missing"])
+        reply = upload.post("missing", {"files": manifest})
+        missing = set(reply["missing"])
+        route = equivalence_route(bitbake, url, descriptor, reply, hashserv_address, equivalences,
+                                  (outhashes, unihashes))
         # Objects first, equivalences after: a consumer that gets a unihash
         # from the server finds its object on the mirror.
         connections = [upload] + [Upload(url, name, secret) for _ in range(CONNECTIONS - 1)]
@@ -289,12 +294,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
         paths.say_absent(out)
         paths.say_durations(timed, out)
 
-        superseded = set()
-        if not equivalences:
-            out.write("equivalences: none sent (--no-equivalences)\n")
-        else:
-            superseded = report_equivalences(hashserv.result(), address, name, secret, outhashes, unihashes,
-                                             paths.hashserv_db, out)
+        superseded = send_equivalences(route, upload, name, secret, outhashes, unihashes, paths.hashserv_db, out)
         summary = upload.post("commit", {
             "publish": publish_id,
             "unihashes": sorted(published_unihashes(outhashes, unihashes)), "started": started,
@@ -341,6 +341,41 @@ def signed_files(area, files, source):
                       "token) and build again" % (len(unsigned), unsigned[0], ", ..." if len(unsigned) > 1 else "",
                                                   source))
     return [(rel, size) for rel, size in files if signatures.kind(cache_path(area, rel)) != "sig"]
+
+
+def equivalence_route(bitbake, url, descriptor, reply, hashserv_address, equivalences, database):
+    """Where the producer's equivalences go: None (not sent), CACHE (the
+    cache merges them: one request, and the token goes nowhere else), or
+    (a Background importing bitbake's hashserv, the hash server's address)
+    to report them to, as the token's user: when --hashserv names one, or
+    the cache does not merge them (an older server), or they are more
+    than a request carries. Failure before anything is uploaded if that
+    hash server would get the token in the clear."""
+    if not equivalences:
+        return None
+    if not hashserv_address and reply.get("equivalences") is True and \
+            len(json.dumps(equivalences_doc(*database))) <= MANIFEST_LIMIT:
+        return CACHE
+    address = hashserv_address or safe_hashserv(url, descriptor)
+    # bitbake's hashserv (a quarter of a second to import: bb) loads while the files go.
+    return Background(import_hashserv, bitbake), address
+
+
+def send_equivalences(route, upload, name, secret, outhashes, unihashes, source, out):
+    """The producer's equivalences, where equivalence_route() says: the
+    producer's unihashes the cache answered with another one."""
+    if route is None:
+        out.write("equivalences: none sent (--no-equivalences)\n")
+        return set()
+    if route == CACHE:   # the cache merges a build's thousands in seconds: as long as nginx waits (config --nginx)
+        with contextlib.closing(Upload(upload.url, name, secret, timeout=MERGE_TIMEOUT)) as merging:
+            counts = merging.post("equivalences", equivalences_doc(outhashes, unihashes))
+        out.write("equivalences: %d output hashes, %d unihashes merged by the cache at %s for %s from %s; %d taken "
+                  "over by an equivalent output the cache already had\n" % (
+                      counts["outhashes"], counts["unihashes"], upload.url, name, source, counts["remapped"]))
+        return set(counts["superseded"])
+    hashserv, address = route
+    return report_equivalences(hashserv.result(), address, name, secret, outhashes, unihashes, source, out)
 
 
 def report_equivalences(hashserv, address, name, secret, outhashes, unihashes, source, out):
