@@ -116,19 +116,23 @@ def tcp_address(host, port):
     return ("[%s]:%d" % (host, port)) if ":" in host else ("%s:%d" % (host, port))
 
 
-def _stop_with_parent():
+def _stop_with_parent(nice=0):
     """In the child: SIGTERM when our process dies, even by SIGKILL (Linux
-    PR_SET_PDEATHSIG), so that no private endpoint outlives a killed gc or publish."""
+    PR_SET_PDEATHSIG), so that no private endpoint outlives a killed gc or
+    publish; at nice `nice` if given."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+    if nice:
+        os.nice(nice)
 
 
 class HashServ:
     """One real bitbake-hashserv process, its output relayed to our log."""
 
-    def __init__(self, name, bitbake, bind, database, anon_perms, log_level, cwd, admin=None, db_password=None):
+    def __init__(self, name, bitbake, bind, database, anon_perms, log_level, cwd, admin=None, db_password=None,
+                 nice=0):
         self.name = name
         self.bind = bind
         command = [sys.executable, os.path.join(bitbake, "bin", "bitbake-hashserv"),
@@ -146,7 +150,7 @@ class HashServ:
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, errors="replace",
                                         start_new_session=True, cwd=cwd,   # bb writes pyshtables.py there
-                                        preexec_fn=_stop_with_parent)
+                                        preexec_fn=lambda: _stop_with_parent(nice))
         self.relay = threading.Thread(target=self._relay, daemon=True)
         self.relay.start()
 

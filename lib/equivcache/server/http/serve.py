@@ -28,7 +28,7 @@ from equivcache.server.store.ledger import note_used
 from equivcache.server.store.layout import admin_credentials, load_json, save_config, server_config, token_store
 from equivcache.server.store.storage import PUBLIC
 from equivcache.server.hashequiv.tokens import delete_expired_users
-from equivcache.server.http.uploads import PREFIX, CacheHTTPServer
+from equivcache.server.http.uploads import PREFIX, UPLOAD_NICE, CacheHTTPServer
 from equivcache.uploadapi import DEFAULT_MAX_UPLOAD
 
 logger = logging.getLogger("equivcache.server")
@@ -54,9 +54,12 @@ def start_hashserv(children, layout, bitbake, hashserv, database, db_password, l
                    ws_bind=WS_BIND):
     """The write endpoint first (it creates the tables, the others then find
     them), then the read endpoint and the websocket listener (loopback, for
-    a TLS proxy), each appended to children once it answers."""
+    a TLS proxy), each appended to children once it answers. The write
+    endpoint (publish's merges, gc, tokens: nobody's build waits on it)
+    yields the CPU to the read endpoints' lookups, as uploads yield it to
+    the mirror's readers."""
     writer = HashServ("hashserv-write", bitbake, "unix://" + layout.socket, database, WRITE_PERMS, level,
-                      layout.private, db_password=db_password)
+                      layout.private, db_password=db_password, nice=UPLOAD_NICE)
     children.append(writer)
     writer.wait_ready(hashserv, "unix://" + layout.socket)
     admin = admin_credentials(layout)
