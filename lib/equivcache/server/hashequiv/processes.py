@@ -19,6 +19,7 @@ import threading
 import time
 import types
 
+from equivcache.background import Background
 from equivcache.cli import Failure, UsageError
 
 logger = logging.getLogger("equivcache.server")
@@ -206,28 +207,6 @@ class HashServ:
                 self.process.wait()
         self.relay.join(2)
         return self.process.returncode
-
-
-class Background(threading.Thread):
-    """function(*args) run in a thread of its own from now on: result()
-    waits for it, and returns what it returned or raises what it raised."""
-
-    def __init__(self, function, *args):
-        super().__init__(daemon=True)
-        self.function, self.args, self.value, self.error = function, args, None, None
-        self.start()
-
-    def run(self):
-        try:
-            self.value = self.function(*self.args)
-        except BaseException as e:   # raised in the thread that asks for the result
-            self.error = e
-
-    def result(self):
-        self.join()
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 @contextlib.contextmanager

@@ -24,10 +24,11 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from equivcache import descriptor as desc
+from equivcache.background import Background
 from equivcache.cli import Failure, Progress, UsageError
 from equivcache.formatting import human
 from equivcache.server.hashequiv.database import NoLogin, merge_database, read_producer_database
-from equivcache.server.hashequiv.processes import Background, import_hashserv
+from equivcache.server.hashequiv.processes import import_hashserv
 from equivcache.server.hashequiv.tokens import read_token_file
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
 from equivcache.server.producer.publish import published_unihashes

@@ -27,11 +27,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from equivcache import catalog, descriptor as desc, durations, names, pathkeys
+from equivcache.background import Background
 from equivcache.cli import Progress
 from equivcache.files import json_bytes
 from equivcache.formatting import utc_iso
-from equivcache.server.hashequiv.processes import (DEFAULT_HASHSERV_PORT, Background, tcp_address,
-                                                   write_endpoint)
+from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, tcp_address, write_endpoint
 from equivcache.server.store.groups import group_files
 from equivcache.server.store.layout import admin_credentials, saved_config, server_config, token_store
 from equivcache.server.store.ledger import note_published
