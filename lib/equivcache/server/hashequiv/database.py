@@ -118,7 +118,7 @@ class NoLogin(Exception):
 
 
 def merge_database(hashserv, address, outhashes, unihashes, username=None, password=None,
-                   connections=MERGE_CONNECTIONS):
+                   connections=MERGE_CONNECTIONS, progress=True):
     """Report the producer's entries to the server at address (a write
     endpoint, as username if given), the way builds report them: an entry
     already present is left alone (no duplicate), an output the server
@@ -127,9 +127,10 @@ def merge_database(hashserv, address, outhashes, unihashes, username=None, passw
     share a task or an output on one of them in their order: the answers are
     those of one connection. Returns counts, and "superseded": the
     producer's unihashes the server answered with another one (their
-    objects are named by no equivalence). NoLogin if no connection is made."""
+    objects are named by no equivalence). NoLogin if no connection is made.
+    progress: a progress bar on a terminal (not for serve's merges)."""
     import asyncio   # here: 14 ms every command would pay at start
-    return asyncio.run(_merge(hashserv, address, outhashes, unihashes, username, password, connections))
+    return asyncio.run(_merge(hashserv, address, outhashes, unihashes, username, password, connections, progress))
 
 
 def _lanes(outhashes, count):
@@ -151,10 +152,10 @@ def _lanes(outhashes, count):
     return lanes
 
 
-async def _merge(hashserv, address, outhashes, unihashes, username, password, connections):
+async def _merge(hashserv, address, outhashes, unihashes, username, password, connections, shown):
     import asyncio
     counts = {"outhashes": len(outhashes), "unihashes": len(unihashes), "remapped": 0, "superseded": set()}
-    progress = Progress("merging equivalences", len(outhashes) + len(unihashes))
+    progress = Progress("merging equivalences", len(outhashes) + len(unihashes) if shown else 0)
     reported = set()
 
     def answered(unihash, answer):

@@ -202,7 +202,7 @@ def http_server(cache, hashserv, config, db_password, bind, http_port, max_uploa
             return unihashes_named(client, unihashes)
 
     def merge(outhashes, unihashes):   # one report at a time: the hash server answers lookups in between
-        return merge_database(hashserv, socket_address, outhashes, unihashes, connections=1)
+        return merge_database(hashserv, socket_address, outhashes, unihashes, connections=1, progress=False)
 
     def hashserv_rows():
         with contextlib.closing(hashserv.create_client(socket_address)) as client:
