@@ -12,6 +12,7 @@ import sqlite3
 
 from equivcache.cli import Progress, UsageError
 from equivcache.server.hashequiv.processes import import_hashserv
+from equivcache.uploadapi import EQUIVALENCE_EXTRA
 
 
 def is_sqlite(database):
@@ -167,7 +168,7 @@ async def _merge(hashserv, address, outhashes, unihashes, username, password, co
         for row in rows:
             key = (row["method"], row["taskhash"])
             unihash = unihashes.get(key, row["taskhash"])
-            extra = {k: row[k] for k in ("PN", "PV", "PR", "task", "outhash_siginfo") if row.get(k) is not None}
+            extra = {k: row[k] for k in EQUIVALENCE_EXTRA if row.get(k) is not None}
             answer = await client.report_unihash(row["taskhash"], row["method"], row["outhash"], unihash, extra)
             if key not in reported:   # a task's rows share a lane: its first answer counts
                 answered(unihash, answer)

@@ -345,18 +345,19 @@ def signed_files(area, files, source):
 
 
 def equivalence_route(bitbake, url, descriptor, reply, hashserv_address, equivalences, database):
-    """Where the producer's equivalences go: None (not sent), CACHE (the
-    cache merges them: one request, and the token goes nowhere else), or
-    (a Background importing bitbake's hashserv, the hash server's address)
-    to report them to, as the token's user: when --hashserv names one, or
-    the cache does not merge them (an older server), or they are more
-    than a request carries. Failure before anything is uploaded if that
-    hash server would get the token in the clear."""
+    """Where the producer's equivalences go: None (not sent), (CACHE, the
+    request's body: the cache merges them, and the token goes nowhere
+    else), or (a Background importing bitbake's hashserv, the hash server's
+    address) to report them to, as the token's user: when --hashserv names
+    one, or the cache does not merge them (an older server), or they are
+    more than a request carries. Failure before anything is uploaded if
+    that hash server would get the token in the clear."""
     if not equivalences:
         return None
-    if not hashserv_address and reply.get("equivalences") is True and \
-            len(json.dumps(equivalences_doc(*database))) <= MANIFEST_LIMIT:
-        return CACHE
+    if not hashserv_address and reply.get("equivalences") is True:
+        body = json.dumps(equivalences_doc(*database)).encode()
+        if len(body) <= MANIFEST_LIMIT:
+            return CACHE, body
     address = hashserv_address or safe_hashserv(url, descriptor)
     # bitbake's hashserv (a quarter of a second to import: bb) loads while the files go.
     return Background(import_hashserv, bitbake), address
@@ -368,9 +369,9 @@ def send_equivalences(route, upload, name, secret, outhashes, unihashes, source,
     if route is None:
         out.write("equivalences: none sent (--no-equivalences)\n")
         return set()
-    if route == CACHE:   # the cache merges a build's thousands in seconds: as long as nginx waits (config --nginx)
+    if route[0] == CACHE:   # the cache merges a build's thousands in seconds: as long as nginx waits (config --nginx)
         with contextlib.closing(Upload(upload.url, name, secret, timeout=MERGE_TIMEOUT)) as merging:
-            counts = merging.post("equivalences", equivalences_doc(outhashes, unihashes))
+            counts = merging.request("POST", PREFIX + "equivalences", route[1], {"Content-Type": "application/json"})[1]
         out.write("equivalences: %d output hashes, %d unihashes merged by the cache at %s for %s from %s; %d taken "
                   "over by an equivalent output the cache already had\n" % (
                       counts["outhashes"], counts["unihashes"], upload.url, name, source, counts["remapped"]))
