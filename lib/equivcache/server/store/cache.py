@@ -226,8 +226,8 @@ class Cache:
             self.read_json(durations.NAME)
         timed = durations.document(durations.merged(durations.entries_of(kept), new_durations or {}, present))
         if not same_but_when(current, dict(doc, durations=timed)):   # a publish of nothing new writes nothing
-            self.storage.put_bytes(catalog.NAME, json_bytes(dict(doc, durations=timed)))
-            self.storage.put_bytes(durations.NAME, json_bytes(timed))
+            self.storage.put_bytes(catalog.NAME, json_bytes(dict(doc, durations=timed), compact=True))
+            self.storage.put_bytes(durations.NAME, json_bytes(timed, compact=True))
         if after_index is not None:
             after_index()
         return (doc, sorted(sstate)) + tuple(pathkeys.update(
