@@ -2,8 +2,9 @@
 #
 # The cache's hash equivalence database (SQLite in the cache directory, or
 # PostgreSQL through hashserv's SQLAlchemy backend): how to name it, how big
-# it is, merging a producer's database into it through a write endpoint, and
-# gc's mark and sweep of its equivalences.
+# it is, merging a producer's database into it through a write endpoint,
+# gc's mark and sweep of its equivalences, and (in_postgresql) statements on
+# the tables the cache keeps beside hashserv's in PostgreSQL.
 
 import contextlib
 import os
@@ -17,6 +18,34 @@ from equivcache.uploadapi import EQUIVALENCE_EXTRA
 
 def is_sqlite(database):
     return "://" not in database
+
+
+def postgresql_dsn(database):
+    """asyncpg's DSN of a database URL as hashserv takes it (postgresql+asyncpg://...)."""
+    return database.replace("+asyncpg", "", 1)
+
+
+def in_postgresql(dsn, password, statements, query=None):
+    """Run (sql, args) statements ($1 placeholders; args a list of tuples:
+    executemany) in one transaction on a connection of their own, then
+    query (sql, args); its rows (asyncpg Records). The cache's state and its
+    history (store/) keep their tables beside hashserv's this way. OSError
+    where the database cannot be reached."""
+    async def run():
+        import asyncpg
+        connection = await asyncpg.connect(dsn, password=password)
+        try:
+            async with connection.transaction():
+                for sql, args in statements:
+                    if args and isinstance(args[0], tuple):
+                        await connection.executemany(sql, args)
+                    else:
+                        await connection.execute(sql, *args)
+                return await connection.fetch(query[0], *query[1]) if query else []
+        finally:
+            await connection.close()
+    import asyncio   # here: 14 ms every command would pay at start
+    return asyncio.run(run())
 
 
 def show_database(database):

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 
-from equivcache.server.hashequiv.database import is_sqlite
+from equivcache.server.hashequiv.database import in_postgresql, is_sqlite, postgresql_dsn
 
 MAX_ROWS = 10000
 MAX_DAYS = 180
@@ -77,7 +77,7 @@ class History:
         self.max_rows, self.max_days = max_rows, max_days
         self.sqlite = is_sqlite(database)
         self.path = history_path(layout) if self.sqlite else None
-        self.dsn = None if self.sqlite else database.replace("+asyncpg", "", 1)
+        self.dsn = None if self.sqlite else postgresql_dsn(database)
         self.password = password
         self.lock = threading.Lock()
         self._ready = False
@@ -95,8 +95,9 @@ class History:
             if self.sqlite:
                 rows = self._sqlite(statements, query)
             else:
-                import asyncio   # here: 14 ms every command would pay at start
-                rows = asyncio.run(self._postgresql(statements, query))
+                rows = [dict(r) for r in in_postgresql(
+                    self.dsn, self.password, [(self._numbered(sql), args) for sql, args in statements],
+                    (self._numbered(query[0]), query[1]) if query else None)]
             self._ready = True
             return rows
 
@@ -140,17 +141,6 @@ class History:
     def _numbered(sql):
         parts = sql.split("?")
         return parts[0] + "".join("$%d%s" % (i, p) for i, p in enumerate(parts[1:], 1))
-
-    async def _postgresql(self, statements, query):
-        import asyncpg
-        connection = await asyncpg.connect(self.dsn, password=self.password)
-        try:
-            async with connection.transaction():
-                for sql, args in statements:
-                    await connection.execute(self._numbered(sql), *args)
-            return [dict(r) for r in await connection.fetch(self._numbered(query[0]), *query[1])] if query else []
-        finally:
-            await connection.close()
 
     # -- writing -----------------------------------------------------------
 

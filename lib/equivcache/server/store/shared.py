@@ -29,6 +29,7 @@ import time
 
 from equivcache import files
 from equivcache.cli import UsageError
+from equivcache.server.hashequiv.database import in_postgresql, postgresql_dsn
 from equivcache.server.hashequiv.tokens import TokenStore, USE_EVERY
 from equivcache.formatting import utc_iso
 
@@ -58,7 +59,7 @@ class SharedState:
 
     def __init__(self, database, password=None):
         self.database = database
-        self.dsn = database.replace("+asyncpg", "", 1)
+        self.dsn = postgresql_dsn(database)
         self.password = password
         self._ready = False
         self._mutex = threading.Lock()
@@ -74,28 +75,13 @@ class SharedState:
     def run(self, statements=(), query=None):
         """(sql, args) statements in one transaction (args a list of tuples:
         executemany), then query (sql, args); its rows as tuples."""
-        async def go():
-            connection = await self._connect()
-            try:
-                async with connection.transaction():
-                    if not self._ready:
-                        for sql in SCHEMA:
-                            await connection.execute(sql)
-                    for sql, args in statements:
-                        if args and isinstance(args[0], tuple):
-                            await connection.executemany(sql, args)
-                        else:
-                            await connection.execute(sql, *args)
-                    rows = [tuple(r) for r in await connection.fetch(query[0], *query[1])] if query else []
-                self._ready = True
-                return rows
-            finally:
-                await connection.close()
-        import asyncio   # here: 14 ms every command would pay at start
+        schema = [] if self._ready else [(sql, ()) for sql in SCHEMA]
         try:
-            return asyncio.run(go())
+            rows = [tuple(r) for r in in_postgresql(self.dsn, self.password, schema + list(statements), query)]
         except OSError as e:
             raise UsageError("cannot reach the cache's PostgreSQL database: %s" % (e.strerror or e))
+        self._ready = True
+        return rows
 
     # -- settings ----------------------------------------------------------
 
