@@ -18,6 +18,11 @@ TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MAX_UPLOAD = 8 << 30
 # The largest JSON body of an action (missing, equivalences, commit) or manifest of a batch.
 MANIFEST_LIMIT = 64 << 20
+# How long a proxy leaves out a replica that failed (config --nginx --replica:
+# max_fails=1). A producer tries a request again for longer than that: a
+# moment in which every replica is left out (one killed, a connection to
+# another broken) does not end its publish.
+REPLICA_FAIL_TIMEOUT = 10
 
 
 # POST /upload/v1/equivalences: what an output hash entry carries besides

@@ -14,7 +14,7 @@ from equivcache.server import options
 from equivcache.server.hashequiv.processes import DEFAULT_HASHSERV_PORT, DEFAULT_HTTP_PORT, DEFAULT_WS_PORT
 from equivcache.server.store import is_s3
 from equivcache.server.store.layout import Layout, saved_database
-from equivcache.uploadapi import DEFAULT_MAX_UPLOAD
+from equivcache.uploadapi import DEFAULT_MAX_UPLOAD, REPLICA_FAIL_TIMEOUT
 
 NAME = "config"
 HELP = "print production configurations"
@@ -130,10 +130,11 @@ WEBSOCKET = """
 """
 
 # Several serve replicas (--replica): nginx spreads the requests over them,
-# and a replica that fails is left out for 10 s (GET /healthz shows why).
+# and a replica that fails is left out for REPLICA_FAIL_TIMEOUT seconds
+# (GET /healthz shows why), which publish's retries outlast.
 REPLICAS = """\
 # The serve replicas of the cache (equivcache-server config --replica): a
-# replica that fails is left out for 10 s; GET /healthz says what failed.
+# replica that fails is left out for {fail_timeout} s; GET /healthz says what failed.
 upstream equivcache_serve {{
 {http}
     keepalive 16;
@@ -170,10 +171,10 @@ def parse_replica(text, ws_port):
 def upstreams(replicas, ws_port):
     """The upstream blocks of several serve replicas."""
     parsed = [parse_replica(r, ws_port) for r in replicas]
-    http = "\n".join("    server %s max_fails=1 fail_timeout=10s;" % h for h, _ in parsed)
+    http = "\n".join("    server %s max_fails=1 fail_timeout=%ds;" % (h, REPLICA_FAIL_TIMEOUT) for h, _ in parsed)
     ws = [w for _, w in parsed if w]
-    return REPLICAS.format(http=http, ws=WS_UPSTREAM.format(servers="\n".join(
-        "    server %s max_fails=1 fail_timeout=10s;" % w for w in ws)) if ws else ""), bool(ws)
+    return REPLICAS.format(fail_timeout=REPLICA_FAIL_TIMEOUT, http=http, ws=WS_UPSTREAM.format(servers="\n".join(
+        "    server %s max_fails=1 fail_timeout=%ds;" % (w, REPLICA_FAIL_TIMEOUT) for w in ws)) if ws else ""), bool(ws)
 
 
 def nginx(cache, host, port, bind=None, upload_port=None, max_upload=None, tls_cert=None, tls_key=None,

@@ -50,11 +50,11 @@ CONNECTIONS = 2
 # are as few as these allow).
 BATCH_FILES = 1000
 BATCH_BYTES = 64 << 20
-# A request is tried this many times in all when the connection is lost or a
-# proxy answers RETRIED, pausing RETRY_PAUSE seconds more each time.
-ATTEMPTS = 4
+# A request is tried again when the connection is lost or a proxy answers
+# RETRIED, after each of these pauses in turn (15.5 s in all: longer than a
+# proxy leaves a failed replica out, REPLICA_FAIL_TIMEOUT).
+RETRY_PAUSES = (0.5, 1, 2, 4, 8)
 RETRIED = (502, 503, 504)
-RETRY_PAUSE = 0.5
 
 
 def _no_delay(cls):
@@ -97,10 +97,10 @@ class Upload:
 
     def request(self, method, path, body=None, headers=None):
         """(status, JSON answer) of one request. A connection lost, or a proxy's
-        502, 503 or 504 (a replica behind it gone), is tried again, up to
-        ATTEMPTS times in all: every request of the protocol can be repeated."""
+        502, 503 or 504 (a replica behind it gone), is tried again after each
+        of RETRY_PAUSES: every request of the protocol can be repeated."""
         headers = dict(headers or {}, Authorization=self.auth)
-        for attempt in range(1, ATTEMPTS + 1):
+        for pause in RETRY_PAUSES + (None,):
             try:
                 if hasattr(body, "seek"):
                     body.seek(0)
@@ -110,17 +110,17 @@ class Upload:
                 data = response.read()
             except (ConnectionError, http.client.HTTPException) as e:
                 self.connection.close()
-                if attempt == ATTEMPTS:
+                if pause is None:
                     raise Failure("%s: %s %s: %s" % (self.url, method, path, e))
-                time.sleep(RETRY_PAUSE * (attempt - 1))
+                time.sleep(pause)
                 continue
             except OSError as e:
                 self.connection.close()
                 raise Failure("%s: cannot reach the cache: %s" % (self.url, e.strerror or e))
-            if response.status not in RETRIED or attempt == ATTEMPTS:
+            if response.status not in RETRIED or pause is None:
                 break
             self.connection.close()
-            time.sleep(RETRY_PAUSE * attempt)
+            time.sleep(pause)
         try:
             doc = json.loads(data) if data else {}
         except ValueError:
