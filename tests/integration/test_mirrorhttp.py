@@ -97,6 +97,24 @@ def test_read_only(mirror, method):
     assert (status, headers["Allow"]) == (405, "GET, HEAD")
 
 
+def test_kept_alive_until_it_says_otherwise(mirror):
+    """On one connection (as nginx keeps them to its upstreams): answers keep it alive; a refused request
+    whose body is left unread says "Connection: close" before the server closes it, so that a proxy sends
+    no other request on it."""
+    server, data = mirror
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        for method, body, status, closing in (("GET", None, 200, None), ("POST", None, 405, None),
+                                              ("GET", None, 200, None), ("POST", b"x" * 100, 405, "close")):
+            conn.request(method, "/equivcache.json", body=body)
+            answer = conn.getresponse()
+            answer.read()
+            assert (answer.status, answer.getheader("Connection")) == (status, closing), method
+            assert (conn.sock is None) == bool(closing)   # http.client closed it as told
+    finally:
+        conn.close()
+
+
 def test_many_concurrent_downloads(mirror):
     server, data = mirror
     digest = hashlib.sha256(data).hexdigest()

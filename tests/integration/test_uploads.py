@@ -269,6 +269,17 @@ def test_bad_uploads_refused(served, tmp_path):
     cases["wrong hash"] = (put(served, OBJECT, b"data", line, sha256="0" * 64), 422)
     for what, ((status, body), expected) in cases.items():
         assert status == expected, (what, status, body)
+    # A refusal closes the connection, and says so (a proxy sends no other request on it).
+    parsed = urllib.parse.urlsplit(served.url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    try:
+        connection.request("PUT", "/upload/v1/" + urllib.parse.quote(OBJECT), body=b"data", headers={
+            "Authorization": "Basic " + base64.b64encode(("nobody:" + secret).encode()).decode()})
+        answer = connection.getresponse()
+        answer.read()
+        assert (answer.status, answer.getheader("Connection")) == (401, "close")
+    finally:
+        connection.close()
     assert cache_files(served.cache_dir) == set()
     assert os.listdir(str(outside)) == []
 

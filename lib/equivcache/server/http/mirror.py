@@ -117,9 +117,18 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", "0")
+        self.say_closing()
         self.end_headers()
 
+    def say_closing(self):
+        """Where the connection closes after this answer, the answer says so:
+        a proxy keeping connections alive (nginx) sends no other request on it."""
+        if self.close_connection:
+            self.send_header("Connection", "close")
+
     def refuse(self):
+        if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
+            self.close_connection = True   # a body left unread
         self.empty(405, ("Allow", "GET, HEAD"))
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_MKCOL = do_PROPFIND = do_MOVE = do_COPY = refuse

@@ -197,6 +197,7 @@ class CacheHandler(MirrorHandler):
             self.send_header("WWW-Authenticate", 'Basic realm="equivcache uploads"')
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        self.say_closing()
         self.end_headers()
         self.wfile.write(body)
 
@@ -211,7 +212,6 @@ class CacheHandler(MirrorHandler):
         if path.startswith(PREFIX) and not tokens.active("producer"):
             tokens.refresh()   # the first one may have been added a moment ago, through another replica
         if not path.startswith(PREFIX) or not tokens.active("producer"):
-            self.close_connection = self.headers.get("Content-Length", "0") != "0"
             self.refuse()
             return
         try:
