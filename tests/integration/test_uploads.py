@@ -323,6 +323,24 @@ def test_batches(served):
     assert cache_files(served.cache_dir) == {OBJECT, download, third}
 
 
+def test_batch_of_held_and_streamed_files(served, tmp_path, monkeypatch):
+    """publish's batch: small files read once and sent joined, while they fit in what it holds; larger
+    ones, and those past it, read as sent. The cache stores each whole."""
+    from equivcache.server.producer import connection
+    monkeypatch.setattr(connection, "BLOCK", 4096)
+    monkeypatch.setattr(connection, "HELD_BYTES", 10000)
+    items = []
+    for n, size in enumerate([100, 5000, 3000, 0, 3000, 3000, 2500, 9000, 50]):   # held: 100, 3000, 0, 3000, 3000, 50
+        path = tmp_path / ("f%d.tar.gz" % n)
+        path.write_bytes(os.urandom(size))
+        items.append(("downloads/f%d.tar.gz" % n, str(path), size, None))
+    name, secret = add_token(served.cache_dir, "ci-1").split(":")
+    with contextlib.closing(connection.Upload(served.url, name, secret)) as upload:
+        assert upload.batch(items) == (9, 25650)
+    for rel, path, _, _ in items:
+        assert filecmp.cmp(os.path.join(served.cache_dir, rel), path, shallow=False), rel
+
+
 def test_upload_worker(served):
     """serve's upload worker takes the uploads; killed, it shows in /healthz (503), and uploads are served
     by serve itself, whole."""

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
 # publish --to's requests through a proxy whose replicas are all left out
-# for a moment (server/producer/upload.py): a real http server on loopback
+# for a moment (server/producer/connection.py): a real http server on loopback
 # plays nginx answering 502 ("no live upstreams"); the pauses between tries
 # are counted on a clock of the test's instead of slept.
 
@@ -13,12 +13,12 @@ import threading
 import pytest
 
 from equivcache.cli import Failure
-from equivcache.server.producer import upload
+from equivcache.server.producer import connection
 from equivcache.uploadapi import REPLICA_FAIL_TIMEOUT
 
 
 class Clock:
-    """time for upload.py: sleep() advances it at once."""
+    """time for connection.py: sleep() advances it at once."""
 
     def __init__(self):
         self.now = 0.0
@@ -63,9 +63,9 @@ def test_a_request_outlasts_every_replica_left_out(monkeypatch):
     killed and a connection to the other broken at the same moment, both are
     out: the request is tried again until they are back, and answered."""
     clock = Clock()
-    monkeypatch.setattr(upload, "time", clock)
+    monkeypatch.setattr(connection, "time", clock)
     with proxy(clock, REPLICA_FAIL_TIMEOUT) as (url, answered):
-        client = upload.Upload(url, "ci-1", "secret")
+        client = connection.Upload(url, "ci-1", "secret")
         try:
             assert client.post("missing", {"files": []}) == {"missing": []}
         finally:
@@ -78,13 +78,13 @@ def test_a_proxy_that_stays_down_ends_the_publish(monkeypatch):
     """Tried again for a while, not for ever: then a failure that names the
     cache, the request and the proxy's answer."""
     clock = Clock()
-    monkeypatch.setattr(upload, "time", clock)
+    monkeypatch.setattr(connection, "time", clock)
     with proxy(clock, float("inf")) as (url, answered):
-        client = upload.Upload(url, "ci-1", "secret")
+        client = connection.Upload(url, "ci-1", "secret")
         with pytest.raises(Failure, match=r"127\.0\.0\.1:\d+: POST /upload/v1/missing: 502"):
             try:
                 client.post("missing", {"files": []})
             finally:
                 client.close()
-    assert answered == [502] * (len(upload.RETRY_PAUSES) + 1)
+    assert answered == [502] * (len(connection.RETRY_PAUSES) + 1)
     assert REPLICA_FAIL_TIMEOUT < clock.now < 60

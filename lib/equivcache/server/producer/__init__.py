@@ -8,5 +8,6 @@
 #                 build configuration bitbake printed (the descriptor's producer)
 #   publish.py    local publish: into a cache this machine writes
 #   upload.py     the upload client: publish --to URL of a cache served elsewhere
+#   connection.py one connection of it to the cache's upload endpoint
 #
 # Imports hashequiv/ and store/.
