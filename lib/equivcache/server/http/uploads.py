@@ -84,6 +84,15 @@ def parse_upload_path(path):
     return path
 
 
+def listed_files(doc, what):
+    """The checked (cache path, size) pairs of a request's "files"."""
+    files = doc.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, list) and len(f) == 2 and isinstance(f[0], str)
+                                              and isinstance(f[1], int) for f in files):
+        raise Refused(400, "%s: {\"files\": [[path, size], ...]} expected" % what)
+    return [(parse_upload_path(path), size) for path, size in files]
+
+
 def commit_durations(entries, producer):
     """{(recipe, task, unihash): entry} of a commit's "durations", named after the token's producer."""
     if not isinstance(entries, list):
@@ -285,13 +294,8 @@ class CacheHandler(MirrorHandler):
         return doc
 
     def missing(self, doc):
-        files = doc.get("files")
-        if not isinstance(files, list) or not all(isinstance(f, list) and len(f) == 2 and isinstance(f[1], int)
-                                                  for f in files):
-            raise Refused(400, "missing: {\"files\": [[path, size], ...]} expected")
-        for path, _ in files:
-            parse_upload_path(path)
-        missing = self.server.cache.missing([(p, s) for p, s in files])
+        files = listed_files(doc, "missing")
+        missing = self.server.cache.missing(files)
         return {"missing": self.server.signed.missing(files, missing) if self.server.signed else missing,
                 "equivalences": self.server.merge is not None}   # what publish --to sends them to
 
@@ -374,9 +378,10 @@ class CacheHandler(MirrorHandler):
         started = doc.get("started")
         started = float(started) if isinstance(started, (int, float)) else time.time()
         timed = commit_durations(doc.get("durations", []), token["name"])
+        files = listed_files(doc, "commit") if "files" in doc else None   # an older publish names none
         with self.server.cache.lock():
             summary = self.server.cache.commit(set(unihashes), min(started, time.time()), producer,
-                                               set(superseded), self.server.named, timed)
+                                               set(superseded), self.server.named, timed, files)
         logger.info("publish by %s committed: %d objects, sstate index %d files (%s)", token["name"],
                     summary["objects"], summary["sstate_index"], summary["sstate_index_change"])
         sent = doc.get("sent") if isinstance(doc.get("sent"), dict) else {}

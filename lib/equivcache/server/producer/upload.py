@@ -147,6 +147,7 @@ def publish_remote(bitbake, builddir, url, token_file, sstate_dir=None, download
             "unihashes": sorted(published_unihashes(outhashes, unihashes)), "started": started,
             "superseded": sorted(superseded), "producer": producer_of(newest_build_configuration(paths.tmpdirs)),
             "sent": {"files": total_sent[0], "bytes": total_sent[1]},
+            "files": manifest,   # what the cache then holds: its commit need not list it
             "durations": [{"recipe": r, "task": t, "unihash": u, "seconds": e["seconds"], "measured": e["measured"]}
                           for (r, t, u), e in sorted(timed.items())]})
         out.write(commit_line(summary))

@@ -9,7 +9,8 @@
 #   Cache.add_files()   a local producer's files, each written atomically
 #   Cache.receive()     one uploaded file: verified, then given its name
 #   Cache.commit()      once per publish, in the lock: index.json, durations.json,
-#                       the sstate index, gc's ledger, the descriptor
+#                       the sstate index, gc's ledger, the descriptor; serve's
+#                       commits list the cache once (kept_listing())
 #   Cache.endpoint()    a write endpoint on the cache's equivalences
 #
 # The order of a commit is what readers rely on: objects first, then
@@ -24,7 +25,7 @@ import socket
 import threading
 import time
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from equivcache import catalog, descriptor as desc, durations, names, pathkeys
 from equivcache.background import Background
@@ -36,6 +37,9 @@ from equivcache.server.store.groups import group_files
 from equivcache.server.store.layout import admin_credentials, saved_config, server_config, token_store
 from equivcache.server.store.ledger import note_published
 from equivcache.server.store.storage import KEYS, Refused, cache_path
+
+# The sstate index's head, as the cache's other files are named.
+HEAD = pathkeys.DIRECTORY + "/" + pathkeys.HEAD
 
 
 class Cache:
@@ -51,6 +55,11 @@ class Cache:
         self.listed = None
         # {name: Background reading it} of the files a bucket's commit reads (prefetch()).
         self.fetching = {}
+        # What this process's last commit of an upload left (kept_listing()):
+        # (index.json's bytes, the sstate index's head.json bytes, the listing).
+        self.kept = None
+        # {cache path: size} of the files receive() stored or found since that commit.
+        self.received = {}
 
     @property
     def served_root(self):
@@ -111,10 +120,15 @@ class Cache:
             self.listed[area] = dict(found)
         return found
 
-    def read_bytes(self, name):
-        """A file of the cache (index.json, sstate-index/head.json...), None if absent."""
+    def read_bytes(self, name, again=False):
+        """A file of the cache (index.json, sstate-index/head.json...), None if
+        absent; again: what was read is what the commit's next read of it gets."""
         fetching = self.fetching.pop(name, None)
-        return fetching.result() if fetching is not None else self.storage.get_bytes(name)
+        data = fetching.result() if fetching is not None else self.storage.get_bytes(name)
+        if again:
+            self.fetching[name] = Future()
+            self.fetching[name].set_result(data)
+        return data
 
     def prefetch(self, names):
         """Start reading the files a commit reads, each in a thread of its own,
@@ -187,8 +201,10 @@ class Cache:
         room: the free space the caller found (a batch asks once)."""
         if length > (self.storage.free_space() if room is None else room):
             raise Refused(507, "%s: %d bytes do not fit on the cache's disk" % (rel, length))
-        return self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now,
-                                       check, replace, sync)
+        had = self.storage.put_stream(rel, stream, length, sha256, time.time() if now is None else now,
+                                      check, replace, sync)
+        self.received[rel] = length
+        return had
 
     def discard_superseded(self, unihashes, named):
         """Remove the sstate files under those of `unihashes` that no
@@ -257,7 +273,7 @@ class Cache:
             "nativelsbstrings": native,
             "producer": producer if producer is not None else current.get("producer", {}),
         }
-        head = head or self.read_json(pathkeys.DIRECTORY + "/" + pathkeys.HEAD)
+        head = head or self.read_json(HEAD)
         if head is not None:   # consumers read it here, and skip a request for head.json
             doc["sstate_index"] = head
         if config.get("require_signatures"):
@@ -281,16 +297,23 @@ class Cache:
                 "bytes": sum(g.size for g in list(objects.values()) + alone),
                 "max_size": bound.get("max_size"), "older_than": bound.get("older_than")}
 
-    def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None):
+    def commit(self, unihashes, started, producer=None, superseded=(), named=None, new_durations=None,
+               files=None):
         """What a publish ends with, in the lock: the objects no equivalence
         names dropped (discard_superseded), the indexes and durations, gc's
-        ledger (the unihashes it brought, and when it started), the descriptor."""
-        self.prefetch([catalog.NAME, desc.NAME, pathkeys.DIRECTORY + "/" + pathkeys.HEAD])
+        ledger (the unihashes it brought, and when it started), the descriptor.
+        files: the (cache path, size) pairs an upload's publish covers, where
+        the commit may add them to the last one's listing (kept_listing())."""
+        self.prefetch([catalog.NAME, desc.NAME, HEAD])
         try:
+            listing = self.kept_listing(files)
+            self.listed = listing if listing is not None else {} if self.listed is None else self.listed
             discarded = self.discard_superseded(superseded, named) if named else 0
             doc, sstate_paths, entries, added, rewritten, head = self.write_indexes(new_durations=new_durations)
             note_published(self.layout, unihashes, started)
             descriptor = self.write_descriptor(producer, sstate_paths, head)
+            if files is not None and {"sstate-cache", "siginfo"} <= set(self.listed):
+                self.kept = (self.read_bytes(catalog.NAME), self.read_bytes(HEAD), self.listed)
         finally:
             self.listed, self.fetching = None, {}
         return {
@@ -305,6 +328,42 @@ class Cache:
                              in (new_durations or {})),
             "covered_durations": self.new_covered_durations(doc, new_durations or {}),
         }
+
+    def kept_listing(self, files):
+        """{area: {path: size}} of the sstate-cache and siginfo areas without
+        listing them: the last commit's listing (kept by serve's process, which
+        commits the uploads), with what receive() stored since and `files`
+        (cache path, size) that it does not hold at that size as the storage
+        has them (a replica's on the same storage wrote them, or they were
+        there before). None, and the commit lists the cache, where nothing
+        was kept or `files` is None, or where index.json or the sstate index's
+        head.json is no longer as that commit left it: another writer committed
+        since (gc, a local publish, another replica). A file put into or
+        taken out of the cache by other means shows at the next commit that
+        lists it."""
+        kept, self.kept = self.kept, None
+        received, self.received = self.received, {}
+        if kept is None or files is None:
+            return None
+        if (self.read_bytes(catalog.NAME, again=True), self.read_bytes(HEAD, again=True)) != kept[:2]:
+            return None
+        listing = kept[2]
+        for path, size in received.items():
+            area, _, rel = path.partition("/")
+            if area in listing:
+                listing[area][rel] = size
+        unsure = []
+        for path, size in files:
+            area, _, rel = path.partition("/")
+            if area in listing and listing[area].get(rel) != size:
+                unsure.append(path)
+        for path, size in self.storage.sizes(unsure).items():
+            area, _, rel = path.partition("/")
+            if size is None:
+                listing[area].pop(rel, None)
+            else:
+                listing[area][rel] = size
+        return listing
 
     def new_covered_durations(self, doc, new):
         """How many of a publish's durations of tasks without an object the cache kept."""
