@@ -54,6 +54,7 @@ def sync_directory(directory):
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)   # find_library() runs ldconfig: once a process
 def _libc():
     """The C library, for syncfs(2); None where it cannot be loaded."""
     try:
