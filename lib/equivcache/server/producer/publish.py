@@ -14,7 +14,6 @@ from equivcache.server.hashequiv.database import (merge_database, merged_already
                                                   unihashes_named, usage)
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
 from equivcache.server.store import signatures
-from equivcache.server.store.cache import commit_line
 from equivcache.server.store.history import note_history, open_history
 from equivcache.server.store.layout import server_config
 
@@ -90,3 +89,16 @@ def say_refused(refused, source, out):
 def published_unihashes(outhashes, unihashes):
     """What a producer's database names: gc's ledger keeps their equivalences."""
     return set(unihashes.values()) | {r["taskhash"] for r in outhashes}
+
+
+def commit_line(summary):
+    """publish's last line, local or remote."""
+    dropped = ("sstate: %d files dropped: their outputs were in the cache under another unihash\n"
+               % summary["discarded"]) if summary.get("discarded") else ""
+    timed = ("durations: %d objects' tasks and %d tasks they spare newly timed\n"
+             % (summary["durations"], summary.get("covered_durations", 0))
+             if summary.get("durations") or summary.get("covered_durations") else "")
+    return dropped + timed + "index: %d objects, %d task signatures; sstate index: %d files (%s); descriptor: hashserv %s, " \
+        "nativelsbstrings %s\n" % (summary["objects"], summary["signatures"], summary["sstate_index"],
+                                   summary["sstate_index_change"], ", ".join(summary["hashserv"]),
+                                   " ".join(summary["nativelsbstrings"]) or "none")

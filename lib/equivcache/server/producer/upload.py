@@ -29,8 +29,7 @@ from equivcache.server.hashequiv.processes import import_hashserv
 from equivcache.server.hashequiv.tokens import read_token_file
 from equivcache.server.producer.connection import Upload
 from equivcache.server.producer.build import newest_build_configuration, producer_of, producer_paths
-from equivcache.server.producer.publish import published_unihashes
-from equivcache.server.store.cache import commit_line
+from equivcache.server.producer.publish import commit_line, published_unihashes
 from equivcache.server.store.storage import cache_path
 from equivcache.server.store import signatures
 from equivcache.signing import SIG_SUFFIX

@@ -380,16 +380,3 @@ def same_but_when(old, new):
         timed = doc.get("durations")
         return dict(doc, generated=None, durations=dict(timed, generated=None) if isinstance(timed, dict) else timed)
     return what(old) == what(new)
-
-
-def commit_line(summary):
-    """publish's last line, local or remote."""
-    dropped = ("sstate: %d files dropped: their outputs were in the cache under another unihash\n"
-               % summary["discarded"]) if summary.get("discarded") else ""
-    timed = ("durations: %d objects' tasks and %d tasks they spare newly timed\n"
-             % (summary["durations"], summary.get("covered_durations", 0))
-             if summary.get("durations") or summary.get("covered_durations") else "")
-    return dropped + timed + "index: %d objects, %d task signatures; sstate index: %d files (%s); descriptor: hashserv %s, " \
-        "nativelsbstrings %s\n" % (summary["objects"], summary["signatures"], summary["sstate_index"],
-                                   summary["sstate_index_change"], ", ".join(summary["hashserv"]),
-                                   " ".join(summary["nativelsbstrings"]) or "none")
