@@ -35,12 +35,13 @@ def build(sstate_dir, generated=None, siginfo_dir=None, exclude=(), exclude_sign
                       generated, exclude, exclude_signatures)
 
 
-def build_from(sstate, siginfo, generated=None, exclude=(), exclude_signatures=()):
+def build_from(sstate, siginfo, generated=None, exclude=(), exclude_signatures=(), parse=parse_sstate_name):
     """build() of listings, (path, size) of the files of sstate-cache/ and
-    of siginfo/, whatever holds them (a directory, a bucket)."""
+    of siginfo/, whatever holds them (a directory, a bucket); parse: what
+    parse_sstate_name() says of a path (or what a caller kept of it)."""
     entries = {}
     for rel, size in sstate:
-        parsed = parse_sstate_name(rel)
+        parsed = parse(rel)
         if parsed is None or parsed[3] == "sig" or rel in exclude:
             continue
         recipe, task, unihash, kind = parsed

@@ -138,14 +138,15 @@ def read_with(get):
     return head, journal
 
 
-def update(storage, paths, directory="sstate-cache", exclude=(), get=None):
+def update(storage, paths, directory="sstate-cache", exclude=(), get=None, key_of=key):
     """Bring the index in storage's sstate-index/ up to date with paths,
     those of directory's files, leaving out the paths in exclude (gc's,
     about to be removed). storage: the cache's (server/store/storage.py:
     get_bytes, put_bytes, append, files, remove). Returns (entries, added,
     new_generation, head.json's document). Callers serialise (publish's lock).
-    get(name): the index's files as read_with() reads them (default: from storage)."""
-    current = {key(p) for p in paths if p not in exclude}
+    get(name): the index's files as read_with() reads them (default: from storage);
+    key_of(path): key(path), or what a caller kept of it."""
+    current = {key_of(p) for p in paths if p not in exclude}
     head, journal = read_with(get or (lambda name: storage.get_bytes(DIRECTORY + "/" + name)))
     known = {journal[i:i + KEY_SIZE] for i in range(0, len(journal), KEY_SIZE)}
     if head is not None and known <= current and head.get("directory") == directory:

@@ -60,6 +60,8 @@ class Cache:
         self.kept = None
         # {cache path: size} of the files receive() stored or found since that commit.
         self.received = {}
+        # {sstate-cache/ path: (its parsed name, its sstate index key)} of the last index (sstate_names()).
+        self.names = {}
 
     @property
     def served_root(self):
@@ -232,8 +234,10 @@ class Cache:
         document, sstate-cache/'s paths, sstate index entries, appended,
         rewritten, the sstate index's head.json as written)."""
         sstate = self.listing("sstate-cache")
+        named = self.sstate_names(sstate)
         doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
-                                 exclude=exclude_sstate, exclude_signatures=exclude_signatures)
+                                 exclude=exclude_sstate, exclude_signatures=exclude_signatures,
+                                 parse=lambda rel: named[rel][0])
         present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
         # A build report reads both in one request: index.json carries the durations too.
         current = self.read_json(catalog.NAME)
@@ -248,7 +252,16 @@ class Cache:
             after_index()
         return (doc, sorted(sstate)) + tuple(pathkeys.update(
             self.storage, sorted(sstate), exclude=exclude_sstate,
-            get=lambda name: self.read_bytes(pathkeys.DIRECTORY + "/" + name)))
+            get=lambda name: self.read_bytes(pathkeys.DIRECTORY + "/" + name), key_of=lambda rel: named[rel][1]))
+
+    def sstate_names(self, paths):
+        """{path: (names.parse_sstate_name(path), pathkeys.key(path))} of
+        sstate-cache/'s paths, those the last call had taken from it: the
+        commits of serve's process work out the new paths' only."""
+        known, self.names = self.names, {}
+        for rel in paths:
+            self.names[rel] = known.get(rel) or (names.parse_sstate_name(rel), pathkeys.key(rel))
+        return self.names
 
     def write_descriptor(self, producer=None, sstate_paths=None, head=None):
         """Refresh the descriptor: the read endpoint's public address as serve
