@@ -234,8 +234,9 @@ class Cache:
         document, sstate-cache/'s paths, sstate index entries, appended,
         rewritten, the sstate index's head.json as written)."""
         sstate = self.listing("sstate-cache")
-        named = self.sstate_names(sstate)
-        doc = catalog.build_from(sorted(sstate.items()), sorted(self.listing("siginfo").items()),
+        ordered = sorted(sstate)
+        named = self.sstate_names(ordered)
+        doc = catalog.build_from([(rel, sstate[rel]) for rel in ordered], sorted(self.listing("siginfo").items()),
                                  exclude=exclude_sstate, exclude_signatures=exclude_signatures,
                                  parse=lambda rel: named[rel][0])
         present = {(o["recipe"], o["task"], o["unihash"]) for o in doc["objects"] if o["path"]}
@@ -250,8 +251,8 @@ class Cache:
             self.storage.put_bytes(durations.NAME, json_bytes(timed, compact=True))
         if after_index is not None:
             after_index()
-        return (doc, sorted(sstate)) + tuple(pathkeys.update(
-            self.storage, sorted(sstate), exclude=exclude_sstate,
+        return (doc, ordered) + tuple(pathkeys.update(
+            self.storage, ordered, exclude=exclude_sstate,
             get=lambda name: self.read_bytes(pathkeys.DIRECTORY + "/" + name), key_of=lambda rel: named[rel][1]))
 
     def sstate_names(self, paths):
@@ -320,7 +321,10 @@ class Cache:
         self.prefetch([catalog.NAME, desc.NAME, HEAD])
         try:
             listing = self.kept_listing(files)
-            self.listed = listing if listing is not None else {} if self.listed is None else self.listed
+            if listing is not None:
+                self.listed = listing
+            elif self.listed is None:   # what write_indexes() lists is kept in it
+                self.listed = {}
             discarded = self.discard_superseded(superseded, named) if named else 0
             doc, sstate_paths, entries, added, rewritten, head = self.write_indexes(new_durations=new_durations)
             note_published(self.layout, unihashes, started)
